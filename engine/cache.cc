@@ -1,0 +1,557 @@
+#include "tiercache/cache.h"
+
+#include <array>
+#include <bit>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "entry.h"
+#include "stripe.h"
+
+namespace tiercache {
+
+using engine_internal::Entry;
+using engine_internal::Graveyard;
+using engine_internal::kNever;
+using engine_internal::Stripe;
+using engine_internal::StoreMode;
+
+std::string_view RemovalReasonName(RemovalReason reason) {
+  switch (reason) {
+    case RemovalReason::kEvicted:
+      return "evicted";
+    case RemovalReason::kExpired:
+      return "expired";
+    case RemovalReason::kReplaced:
+      return "replaced";
+    case RemovalReason::kDeleted:
+      return "deleted";
+    case RemovalReason::kCleared:
+      return "cleared";
+  }
+  return "unknown";
+}
+
+std::string_view StoreResultName(StoreResult result) {
+  switch (result) {
+    case StoreResult::kStored:
+      return "stored";
+    case StoreResult::kNotStored:
+      return "not stored";
+    case StoreResult::kExists:
+      return "exists";
+    case StoreResult::kNotFound:
+      return "not found";
+  }
+  return "unknown";
+}
+
+namespace engine_internal {
+
+// One in-flight GetOrLoad per key: the first caller (the leader) loads; the
+// others wait on `done`. std primitives, so ThreadSanitizer sees the handoff.
+struct Flight {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  absl::StatusOr<std::string> result;
+};
+
+struct Flights {
+  struct alignas(64) Shard {
+    std::mutex mu;
+    absl::flat_hash_map<std::string, std::shared_ptr<Flight>> by_key;
+  };
+  std::array<Shard, 16> shards;
+  Shard& For(uint64_t hash) { return shards[hash % shards.size()]; }
+};
+
+}  // namespace engine_internal
+
+struct Cache::Reaper {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  std::thread thread;
+};
+
+namespace {
+
+constexpr size_t kMaxStripes = 64;
+constexpr size_t kMaxKeySizeLimit = std::numeric_limits<uint16_t>::max();
+
+std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
+
+// The automatic stripe count: 64, halved until each stripe can hold the
+// largest allowed entry and (with an item bound) at least 8 items.
+size_t AutomaticStripes(const CacheOptions& o) {
+  const size_t largest = Cache::ChargeFor(o.max_key_size, o.max_value_size);
+  size_t stripes = kMaxStripes;
+  while (stripes > 1 &&
+         (o.max_bytes / stripes < largest || (o.max_items != 0 && o.max_items / stripes < 8))) {
+    stripes /= 2;
+  }
+  return stripes;
+}
+
+absl::Status ValidateOptions(const CacheOptions& o) {
+  if (o.max_bytes == 0) return absl::InvalidArgumentError("max_bytes must be > 0");
+  if (o.max_key_size == 0 || o.max_key_size > kMaxKeySizeLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_key_size is %d; it must be in 1..%d", o.max_key_size, kMaxKeySizeLimit));
+  }
+  if (o.max_value_size > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_value_size is %d; the limit is %d", o.max_value_size,
+        std::numeric_limits<uint32_t>::max()));
+  }
+  if (o.default_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("default_ttl is %s; it must be positive (InfiniteDuration: never expire)",
+                        DurationText(o.default_ttl)));
+  }
+  if (o.reap_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "reap_interval is %s; it must be >= 0 (0: no reaper)", DurationText(o.reap_interval)));
+  }
+  if (o.stripes != 0) {
+    if (!std::has_single_bit(o.stripes) || o.stripes > (size_t{1} << 16)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "stripes is %d; it must be 0 (automatic) or a power of two up to 65536", o.stripes));
+    }
+    if (o.max_items != 0 && o.max_items < o.stripes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("max_items is %d, fewer than the %d stripes: each stripe needs room "
+                          "for at least one item",
+                          o.max_items, o.stripes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+size_t Cache::ChargeFor(size_t key_size, size_t value_size) {
+  return engine_internal::Charge(key_size, value_size);
+}
+
+absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  const size_t stripes = options.stripes != 0 ? options.stripes : AutomaticStripes(options);
+  return std::unique_ptr<Cache>(new Cache(std::move(options), stripes));
+}
+
+Cache::Cache(CacheOptions options, size_t stripe_count)
+    : options_(std::move(options)),
+      stripe_shift_(64 - std::countr_zero(stripe_count)),
+      flights_(std::make_unique<engine_internal::Flights>()) {
+  if (options_.clock == nullptr) options_.clock = Clock::Real();
+  stripes_.reserve(stripe_count);
+  for (size_t i = 0; i < stripe_count; ++i) {
+    stripes_.push_back(std::make_unique<Stripe>(options_.max_bytes / stripe_count,
+                                                options_.max_items / stripe_count,
+                                                options_.clock));
+  }
+  if (options_.reap_interval > absl::ZeroDuration()) {
+    reaper_ = std::make_unique<Reaper>();
+    reaper_->thread = std::thread([this] { ReapLoop(); });
+  }
+}
+
+Cache::~Cache() {
+  if (reaper_ != nullptr) {
+    {
+      std::lock_guard<std::mutex> hold(reaper_->mu);
+      reaper_->stop = true;
+    }
+    reaper_->cv.notify_all();
+    reaper_->thread.join();
+  }
+  Clear();
+}
+
+void Cache::ReapLoop() {
+  const auto interval = absl::ToChronoNanoseconds(options_.reap_interval);
+  std::unique_lock<std::mutex> hold(reaper_->mu);
+  while (!reaper_->cv.wait_for(hold, interval, [this] { return reaper_->stop; })) {
+    hold.unlock();
+    ReclaimExpired();
+    hold.lock();
+  }
+}
+
+Stripe& Cache::StripeFor(uint64_t hash) {
+  // High bits pick the stripe; the stripe's table uses the low bits.
+  return stripe_shift_ == 64 ? *stripes_[0] : *stripes_[hash >> stripe_shift_];
+}
+
+int64_t Cache::NowNanos() const { return engine_internal::NowNanos(*options_.clock); }
+
+int64_t Cache::ExpiryFor(const WriteOptions& options, int64_t now_ns) const {
+  const absl::Duration ttl = options.ttl.value_or(options_.default_ttl);
+  if (ttl == absl::InfiniteDuration()) return kNever;
+  const int64_t ttl_ns = absl::ToInt64Nanoseconds(ttl);
+  return ttl_ns > kNever - now_ns ? kNever - 1 : now_ns + ttl_ns;
+}
+
+void Cache::Bury(absl::Span<const engine_internal::Removed> dead) {
+  for (const engine_internal::Removed& r : dead) {
+    if (options_.on_removal) {
+      options_.on_removal(Removal{r.entry->key(), r.entry->value(), r.entry->flags, r.reason});
+    }
+    engine_internal::FreeEntry(r.entry);
+  }
+}
+
+absl::Status Cache::ValidateKey(std::string_view key) const {
+  if (key.empty()) return absl::InvalidArgumentError("key is empty");
+  if (key.size() > options_.max_key_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key is %d bytes; the limit is %d (max_key_size)", key.size(), options_.max_key_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cache::ValidateWrite(std::string_view key, size_t value_size,
+                                  const WriteOptions& options) const {
+  if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  if (value_size > options_.max_value_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("value is %d bytes; the limit is %d (max_value_size)", value_size,
+                        options_.max_value_size));
+  }
+  if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ttl is %s; it must be positive (InfiniteDuration: never expire)",
+        DurationText(*options.ttl)));
+  }
+  const size_t charge = ChargeFor(key.size(), value_size);
+  const size_t stripe_budget = stripes_[0]->max_bytes();
+  if (charge > stripe_budget) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "entry of %d bytes (key %d + value %d + overhead) exceeds a stripe's whole budget of %d "
+        "bytes (max_bytes %d / %d stripes)",
+        charge, key.size(), value_size, stripe_budget, options_.max_bytes, stripes_.size()));
+  }
+  return absl::OkStatus();
+}
+
+std::optional<std::string> Cache::Get(std::string_view key) {
+  std::string value;
+  if (!Get(key, &value)) return std::nullopt;
+  return value;
+}
+
+bool Cache::Get(std::string_view key, std::string* value) {
+  if (!ValidateKey(key).ok()) return false;
+  const uint64_t hash = engine_internal::HashKey(key);
+  Graveyard dead;
+  const bool hit = StripeFor(hash).Read(
+      key, hash, [value](const Entry& e) { value->assign(e.value_data(), e.value_size); }, &dead);
+  if (!dead.empty()) Bury(dead);
+  return hit;
+}
+
+std::optional<Item> Cache::GetItem(std::string_view key) {
+  if (!ValidateKey(key).ok()) return std::nullopt;
+  const uint64_t hash = engine_internal::HashKey(key);
+  Item item;
+  Graveyard dead;
+  const bool hit = StripeFor(hash).Read(
+      key, hash,
+      [&item](const Entry& e) {
+        item.value.assign(e.value_data(), e.value_size);
+        item.flags = e.flags;
+        item.cas = e.cas;
+        item.expiry =
+            e.expiry_ns == kNever ? absl::InfiniteFuture() : absl::FromUnixNanos(e.expiry_ns);
+      },
+      &dead);
+  if (!dead.empty()) Bury(dead);
+  if (!hit) return std::nullopt;
+  return item;
+}
+
+absl::flat_hash_map<std::string, Item> Cache::GetMany(absl::Span<const std::string_view> keys) {
+  absl::flat_hash_map<std::string, Item> found;
+  for (std::string_view key : keys) {
+    const absl::string_view lookup(key.data(), key.size());  // abseil's own string_view
+    if (found.contains(lookup)) continue;
+    if (std::optional<Item> item = GetItem(key)) found.emplace(lookup, *std::move(item));
+  }
+  return found;
+}
+
+absl::StatusOr<StoreResult> Cache::Store(std::string_view key, std::string_view value,
+                                         const WriteOptions& options, StoreMode mode,
+                                         uint64_t cas) {
+  if (absl::Status s = ValidateWrite(key, value.size(), options); !s.ok()) return s;
+  const uint64_t hash = engine_internal::HashKey(key);
+  const int64_t now_ns = NowNanos();
+  // Built before the lock: the allocation and the copy stay out of the
+  // critical section.
+  Entry* fresh = engine_internal::NewEntry(key, value.size(), options.flags,
+                                           ExpiryFor(options, now_ns));
+  if (!value.empty()) std::memcpy(fresh->value_data(), value.data(), value.size());
+  Graveyard dead;
+  const StoreResult result =
+      StripeFor(hash).Store(fresh, hash, mode, cas, now_ns, &dead);
+  if (result != StoreResult::kStored) engine_internal::FreeEntry(fresh);
+  if (!dead.empty()) Bury(dead);
+  return result;
+}
+
+absl::Status Cache::Set(std::string_view key, std::string_view value, WriteOptions options) {
+  absl::StatusOr<StoreResult> result =
+      Store(key, value, options, StoreMode::kSet, 0);
+  return result.status();
+}
+
+absl::Status Cache::SetMany(
+    absl::Span<const std::pair<std::string_view, std::string_view>> items, WriteOptions options) {
+  for (const auto& [key, value] : items) {
+    if (absl::Status s = ValidateWrite(key, value.size(), options); !s.ok()) {
+      return absl::Status(s.code(), absl::StrFormat("SetMany stored nothing: %s", s.message()));
+    }
+  }
+  for (const auto& [key, value] : items) {
+    if (absl::Status s = Set(key, value, options); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreResult> Cache::Add(std::string_view key, std::string_view value,
+                                       WriteOptions options) {
+  return Store(key, value, options, StoreMode::kAdd, 0);
+}
+
+absl::StatusOr<StoreResult> Cache::Replace(std::string_view key, std::string_view value,
+                                           WriteOptions options) {
+  return Store(key, value, options, StoreMode::kReplace, 0);
+}
+
+absl::StatusOr<StoreResult> Cache::CompareAndSwap(std::string_view key, std::string_view value,
+                                                  uint64_t cas, WriteOptions options) {
+  return Store(key, value, options, StoreMode::kCompareAndSwap, cas);
+}
+
+absl::StatusOr<StoreResult> Cache::Concatenate(std::string_view key, std::string_view piece,
+                                               bool append) {
+  if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  const uint64_t hash = engine_internal::HashKey(key);
+  const int64_t now_ns = NowNanos();
+  Stripe& stripe = StripeFor(hash);
+  Graveyard dead;
+  absl::Status status = stripe.Mutate(
+      key, hash, now_ns,
+      [&](const Entry& old) -> absl::StatusOr<Entry*> {
+        const size_t size = size_t{old.value_size} + piece.size();
+        if (absl::Status s = ValidateWrite(key, size, WriteOptions{}); !s.ok()) {
+          return absl::Status(s.code(), absl::StrFormat("%s would make the %s",
+                                                        append ? "Append" : "Prepend",
+                                                        s.message()));
+        }
+        Entry* e = engine_internal::NewEntry(key, size, 0, kNever);
+        char* out = e->value_data();
+        if (!append && !piece.empty()) out = std::copy(piece.begin(), piece.end(), out);
+        out = std::copy(old.value_data(), old.value_data() + old.value_size, out);
+        if (append && !piece.empty()) std::copy(piece.begin(), piece.end(), out);
+        return e;
+      },
+      &dead);
+  if (!dead.empty()) Bury(dead);
+  if (absl::IsNotFound(status)) return StoreResult::kNotStored;
+  if (!status.ok()) return status;
+  return StoreResult::kStored;
+}
+
+absl::StatusOr<StoreResult> Cache::Append(std::string_view key, std::string_view suffix) {
+  return Concatenate(key, suffix, /*append=*/true);
+}
+
+absl::StatusOr<StoreResult> Cache::Prepend(std::string_view key, std::string_view prefix) {
+  return Concatenate(key, prefix, /*append=*/false);
+}
+
+bool Cache::Delete(std::string_view key) {
+  if (!ValidateKey(key).ok()) return false;
+  const uint64_t hash = engine_internal::HashKey(key);
+  Graveyard dead;
+  const bool deleted = StripeFor(hash).Delete(key, hash, NowNanos(), &dead);
+  Bury(dead);
+  return deleted;
+}
+
+bool Cache::Touch(std::string_view key, absl::Duration ttl) {
+  if (!ValidateKey(key).ok() || ttl <= absl::ZeroDuration()) return false;
+  const uint64_t hash = engine_internal::HashKey(key);
+  const int64_t now_ns = NowNanos();
+  Graveyard dead;
+  const bool touched =
+      StripeFor(hash).Touch(key, hash, now_ns, ExpiryFor(WriteOptions{ttl, 0}, now_ns), &dead);
+  if (!dead.empty()) Bury(dead);
+  return touched;
+}
+
+absl::StatusOr<uint64_t> Cache::AddToNumber(std::string_view key, uint64_t delta,
+                                            bool increment) {
+  if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  const uint64_t hash = engine_internal::HashKey(key);
+  const int64_t now_ns = NowNanos();
+  uint64_t number = 0;
+  Graveyard dead;
+  absl::Status status = StripeFor(hash).Mutate(
+      key, hash, now_ns,
+      [&](const Entry& old) -> absl::StatusOr<Entry*> {
+        std::string_view text = old.value();
+        const char* end = text.data() + text.size();
+        auto [parsed_end, ec] = std::from_chars(text.data(), end, number);
+        if (text.empty() || text.size() > 20 || ec != std::errc() || parsed_end != end) {
+          return absl::FailedPreconditionError(absl::StrFormat(
+              "cannot %s key '%s': its value is not an unsigned 64-bit decimal number",
+              increment ? "increment" : "decrement", std::string(key)));
+        }
+        if (increment) {
+          number += delta;  // wraps at 2^64, as memcached does
+        } else {
+          number = delta > number ? 0 : number - delta;  // stops at 0
+        }
+        char digits[20];
+        const auto [digits_end, unused] = std::to_chars(digits, digits + sizeof(digits), number);
+        const size_t size = static_cast<size_t>(digits_end - digits);
+        Entry* e = engine_internal::NewEntry(key, size, 0, kNever);
+        std::memcpy(e->value_data(), digits, size);
+        return e;
+      },
+      &dead);
+  if (!dead.empty()) Bury(dead);
+  if (absl::IsNotFound(status)) {
+    return absl::NotFoundError(absl::StrFormat("key '%s' is not in the cache", std::string(key)));
+  }
+  if (!status.ok()) return status;
+  return number;
+}
+
+absl::StatusOr<uint64_t> Cache::Increment(std::string_view key, uint64_t delta) {
+  return AddToNumber(key, delta, /*increment=*/true);
+}
+
+absl::StatusOr<uint64_t> Cache::Decrement(std::string_view key, uint64_t delta) {
+  return AddToNumber(key, delta, /*increment=*/false);
+}
+
+absl::StatusOr<std::string> Cache::GetOrLoad(std::string_view key, Loader loader,
+                                             WriteOptions options) {
+  if (absl::Status s = ValidateWrite(key, 0, options); !s.ok()) return s;
+  std::string value;
+  if (Get(key, &value)) return value;
+
+  const uint64_t hash = engine_internal::HashKey(key);
+  engine_internal::Flights::Shard& shard = flights_->For(hash);
+  std::shared_ptr<engine_internal::Flight> flight;
+  bool leader = false;
+  {
+    std::lock_guard<std::mutex> hold(shard.mu);
+    auto [it, inserted] = shard.by_key.try_emplace(absl::string_view(key.data(), key.size()));
+    if (inserted) it->second = std::make_shared<engine_internal::Flight>();
+    flight = it->second;
+    leader = inserted;
+  }
+  if (!leader) {
+    std::unique_lock<std::mutex> hold(flight->mu);
+    flight->cv.wait(hold, [&] { return flight->done; });
+    return flight->result;
+  }
+
+  // Hands the result to the waiters even if the loader throws.
+  struct Completion {
+    engine_internal::Flights::Shard& shard;
+    std::shared_ptr<engine_internal::Flight>& flight;
+    std::string_view key;
+    absl::StatusOr<std::string> result =
+        absl::InternalError("GetOrLoad: the loader threw an exception");
+    ~Completion() {
+      {
+        std::lock_guard<std::mutex> hold(shard.mu);
+        shard.by_key.erase(absl::string_view(key.data(), key.size()));
+      }
+      {
+        std::lock_guard<std::mutex> hold(flight->mu);
+        flight->result = std::move(result);
+        flight->done = true;
+      }
+      flight->cv.notify_all();
+    }
+  } completion{shard, flight, key};
+
+  // A leader that finished just before we registered has stored the value.
+  if (Get(key, &value)) {
+    completion.result = value;
+    return value;
+  }
+  loads_.fetch_add(1, std::memory_order_relaxed);
+  absl::StatusOr<std::string> loaded = loader(key);
+  if (loaded.ok()) {
+    if (absl::Status s = Set(key, *loaded, options); !s.ok()) {
+      loaded = absl::Status(s.code(), absl::StrFormat("GetOrLoad could not cache the loaded "
+                                                      "value: %s",
+                                                      s.message()));
+    }
+  }
+  if (!loaded.ok()) load_failures_.fetch_add(1, std::memory_order_relaxed);
+  completion.result = loaded;
+  return loaded;
+}
+
+size_t Cache::ReclaimExpired() {
+  const int64_t now_ns = NowNanos();
+  size_t reclaimed = 0;
+  for (auto& stripe : stripes_) {
+    Graveyard dead;
+    reclaimed += stripe->ReclaimExpired(now_ns, &dead);
+    Bury(dead);
+  }
+  return reclaimed;
+}
+
+void Cache::Clear() {
+  for (auto& stripe : stripes_) {
+    Graveyard dead;
+    stripe->Clear(&dead);
+    Bury(dead);
+  }
+}
+
+CacheStats Cache::Stats() const {
+  CacheStats total;
+  for (const auto& stripe : stripes_) {
+    engine_internal::StripeStats s = stripe->Stats();
+    total.hits += s.hits;
+    total.misses += s.misses;
+    total.sets += s.sets;
+    total.evictions += s.evictions;
+    total.expirations += s.expirations;
+    total.items += s.items;
+    total.bytes += s.bytes;
+  }
+  total.loads = loads_.load(std::memory_order_relaxed);
+  total.load_failures = load_failures_.load(std::memory_order_relaxed);
+  return total;
+}
+
+absl::Status Cache::VerifyInvariants() const {
+  const int64_t now_ns = NowNanos();
+  for (size_t i = 0; i < stripes_.size(); ++i) {
+    if (absl::Status s = stripes_[i]->VerifyInvariants(now_ns); !s.ok()) {
+      return absl::Status(s.code(), absl::StrFormat("stripe %d: %s", i, s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tiercache
