@@ -1,0 +1,694 @@
+#include "tiercache/cache.h"
+
+#include <malloc.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace tiercache {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Optional;
+
+MATCHER_P(IsOkAndHolds, matcher, "") {
+  if (!arg.ok()) {
+    *result_listener << "status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
+}
+
+// Records every removal, as leveldb's cache tests record deletions.
+struct RemovalLog {
+  std::mutex mu;
+  std::vector<std::string> events;  // "<reason>:<key>=<value>"
+  std::function<void(const Removal&)> Listener() {
+    return [this](const Removal& r) {
+      std::lock_guard<std::mutex> hold(mu);
+      events.push_back(absl::StrCat(std::string(RemovalReasonName(r.reason)), ":", std::string(r.key), "=",
+                                      std::string(r.value)));
+    };
+  }
+  std::vector<std::string> Take() {
+    std::lock_guard<std::mutex> hold(mu);
+    return std::exchange(events, {});
+  }
+};
+
+class CacheTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Cache> Make(CacheOptions options) {
+    options.clock = &clock_;
+    options.on_removal = log_.Listener();
+    auto cache = Cache::Create(std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return *std::move(cache);
+  }
+  std::unique_ptr<Cache> MakeOneStripe(size_t max_items, size_t max_bytes = 1 << 20) {
+    CacheOptions options;
+    options.max_bytes = max_bytes;
+    options.max_items = max_items;
+    options.stripes = 1;
+    return Make(std::move(options));
+  }
+
+  FakeClock clock_;
+  RemovalLog log_;
+};
+
+TEST_F(CacheTest, SetThenGet) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("1")));
+  EXPECT_EQ(cache->Get("b"), std::nullopt);
+  CacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_EQ(stats.misses, 1u);
+  EXPECT_EQ(stats.sets, 1u);
+  EXPECT_EQ(stats.items, 1u);
+  EXPECT_EQ(stats.bytes, Cache::ChargeFor(1, 1));
+}
+
+TEST_F(CacheTest, BinaryKeysAndValues) {
+  auto cache = MakeOneStripe(10);
+  const std::string key("k\0\r\n y", 6), value("\0\xff\x01", 3);
+  ASSERT_TRUE(cache->Set(key, value).ok());
+  EXPECT_THAT(cache->Get(key), Optional(value));
+  EXPECT_EQ(cache->Get("k"), std::nullopt);
+  ASSERT_TRUE(cache->Set("empty", "").ok());
+  EXPECT_THAT(cache->Get("empty"), Optional(std::string()));
+}
+
+TEST_F(CacheTest, GetReusingBuffer) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "hello").ok());
+  std::string value = "previous contents that are longer";
+  EXPECT_TRUE(cache->Get("a", &value));
+  EXPECT_EQ(value, "hello");
+  EXPECT_FALSE(cache->Get("missing", &value));
+}
+
+TEST_F(CacheTest, ReplacingReportsTheOldValue) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  ASSERT_TRUE(cache->Set("a", "2").ok());
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("2")));
+  EXPECT_THAT(log_.Take(), ElementsAre("replaced:a=1"));
+  EXPECT_EQ(cache->Stats().items, 1u);
+}
+
+TEST_F(CacheTest, BadInputIsRejectedAndChangesNothing) {
+  CacheOptions options;
+  options.max_bytes = 4096;
+  options.stripes = 1;
+  options.max_key_size = 8;
+  options.max_value_size = 100;
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("keep", "v").ok());
+
+  absl::Status s = cache->Set("", "v");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("key is empty"));
+
+  s = cache->Set("123456789", "v");
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("key is 9 bytes; the limit is 8"));
+
+  s = cache->Set("k", std::string(101, 'x'));
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("value is 101 bytes; the limit is 100"));
+
+  s = cache->Set("k", "v", WriteOptions{absl::Seconds(-1), 0});
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("ttl is -1s; it must be positive"));
+
+  s = cache->Set("k", "v", WriteOptions{absl::ZeroDuration(), 0});
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+
+  EXPECT_TRUE(absl::IsInvalidArgument(cache->Add("", "v").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(cache->Increment("123456789", 1).status()));
+  EXPECT_FALSE(cache->Touch("keep", absl::Seconds(-5)));
+
+  EXPECT_THAT(cache->Get("keep"), Optional(std::string("v")));
+  EXPECT_EQ(cache->Stats().items, 1u);
+  EXPECT_TRUE(log_.Take().empty());  // nothing stored, nothing evicted
+}
+
+TEST_F(CacheTest, ValueLargerThanAStripeIsRejected) {
+  CacheOptions options;
+  options.max_bytes = 64 * 1024;
+  options.stripes = 4;  // 16 KiB each
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("small", "v").ok());
+  absl::Status s = cache->Set("big", std::string(20000, 'x'));
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("exceeds a stripe's whole budget of 16384 bytes"));
+  EXPECT_THAT(cache->Get("small"), Optional(std::string("v")));
+  EXPECT_TRUE(log_.Take().empty());
+}
+
+TEST_F(CacheTest, InvalidOptionsAreRejected) {
+  auto bad = [](auto mutate) {
+    CacheOptions o;
+    mutate(o);
+    return Cache::Create(o).status();
+  };
+  EXPECT_THAT(bad([](CacheOptions& o) { o.max_bytes = 0; }).message(), HasSubstr("max_bytes"));
+  EXPECT_THAT(bad([](CacheOptions& o) { o.stripes = 3; }).message(),
+              HasSubstr("stripes is 3; it must be 0 (automatic) or a power of two"));
+  EXPECT_THAT(bad([](CacheOptions& o) { o.default_ttl = absl::ZeroDuration(); }).message(),
+              HasSubstr("default_ttl is 0"));
+  EXPECT_THAT(bad([](CacheOptions& o) { o.max_key_size = 70000; }).message(),
+              HasSubstr("max_key_size is 70000"));
+  EXPECT_THAT(bad([](CacheOptions& o) {
+                o.stripes = 8;
+                o.max_items = 4;
+              }).message(),
+              HasSubstr("max_items is 4, fewer than the 8 stripes"));
+  EXPECT_THAT(bad([](CacheOptions& o) { o.reap_interval = absl::Seconds(-1); }).message(),
+              HasSubstr("reap_interval"));
+}
+
+TEST_F(CacheTest, AutomaticStripesFitTheBudget) {
+  CacheOptions options;
+  options.max_bytes = 1 << 30;
+  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 64u);
+  options.max_bytes = 8 << 20;  // 1 MiB values: each stripe must hold one
+  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 4u);
+  options.max_bytes = 1 << 30;
+  options.max_items = 100;
+  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 8u);
+  options.max_items = 3;
+  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 1u);
+}
+
+// --- Eviction -------------------------------------------------------------
+
+TEST_F(CacheTest, EvictsLeastRecentlyUsedByItems) {
+  auto cache = MakeOneStripe(3);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  ASSERT_TRUE(cache->Set("b", "2").ok());
+  ASSERT_TRUE(cache->Set("c", "3").ok());
+  EXPECT_TRUE(cache->Get("a").has_value());  // b is now the least recent
+  ASSERT_TRUE(cache->Set("d", "4").ok());
+  EXPECT_THAT(log_.Take(), ElementsAre("evicted:b=2"));
+  EXPECT_EQ(cache->Get("b"), std::nullopt);
+  ASSERT_TRUE(cache->Set("e", "5").ok());
+  EXPECT_THAT(log_.Take(), ElementsAre("evicted:c=3"));
+  EXPECT_EQ(cache->Stats().evictions, 2u);
+  EXPECT_EQ(cache->Stats().items, 3u);
+}
+
+TEST_F(CacheTest, EvictsByBytesAndNeverExceedsTheBudget) {
+  const size_t entry = Cache::ChargeFor(2, 100);
+  auto cache = MakeOneStripe(0, 5 * entry + entry / 2);  // room for five
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(cache->Set(absl::StrCat("k", i % 10), std::string(100, 'v')).ok());
+    CacheStats stats = cache->Stats();
+    EXPECT_LE(stats.bytes, 5 * entry + entry / 2);
+    EXPECT_EQ(stats.bytes, stats.items * entry);
+  }
+  EXPECT_EQ(cache->Stats().items, 5u);
+  for (int i = 5; i < 10; ++i) EXPECT_TRUE(cache->Get(absl::StrCat("k", i)).has_value());
+  ASSERT_TRUE(cache->VerifyInvariants().ok());
+}
+
+TEST_F(CacheTest, ALargeValuePushesOutSeveralSmallOnes) {
+  const size_t small = Cache::ChargeFor(2, 10);
+  auto cache = MakeOneStripe(0, 10 * small);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(cache->Set(absl::StrCat("k", i), "0123456789").ok());
+  log_.Take();
+  ASSERT_TRUE(cache->Set("big", std::string(3 * small, 'x')).ok());
+  std::vector<std::string> events = log_.Take();
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0], "evicted:k0=0123456789");
+  EXPECT_LE(cache->Stats().bytes, 10 * small);
+  EXPECT_TRUE(cache->Get("big").has_value());
+}
+
+TEST_F(CacheTest, ChargeMatchesTheAllocator) {
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // The charge models glibc's chunk rounding: check the model for the sizes
+  // an entry block takes (48-byte header + key + value).
+  for (size_t size : {48u, 56u, 57u, 64u, 88u, 89u, 100u, 1000u, 4096u, 100000u}) {
+    void* p = std::malloc(size);
+    const size_t real = malloc_usable_size(p) + sizeof(size_t);
+    std::free(p);
+    // ChargeFor(0, 0) is a 48-byte block (64 real bytes) + the table share.
+    const size_t table_share = Cache::ChargeFor(0, 0) - 64;
+    EXPECT_EQ(Cache::ChargeFor(0, size - 48) - table_share, real)
+        << "block of " << size << " bytes";
+  }
+#else
+  GTEST_SKIP() << "allocator model is for glibc malloc without sanitizers";
+#endif
+}
+
+// --- TTL ------------------------------------------------------------------
+
+TEST_F(CacheTest, EntryExpiresExactlyAtItsTtl) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1", WriteOptions{absl::Seconds(10), 0}).ok());
+  clock_.Advance(absl::Seconds(10) - absl::Nanoseconds(1));
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("1")));
+  clock_.Advance(absl::Nanoseconds(1));
+  EXPECT_EQ(cache->Get("a"), std::nullopt);
+  EXPECT_THAT(log_.Take(), ElementsAre("expired:a=1"));
+  CacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.expirations, 1u);
+  EXPECT_EQ(stats.items, 0u);
+  EXPECT_EQ(stats.bytes, 0u);
+}
+
+TEST_F(CacheTest, DefaultTtlAppliesAndWritesOverrideIt) {
+  CacheOptions options;
+  options.stripes = 1;
+  options.default_ttl = absl::Minutes(1);
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("default", "v").ok());
+  ASSERT_TRUE(cache->Set("long", "v", WriteOptions{absl::Hours(1), 0}).ok());
+  ASSERT_TRUE(cache->Set("forever", "v", WriteOptions{absl::InfiniteDuration(), 0}).ok());
+  EXPECT_EQ(cache->GetItem("default")->expiry, clock_.Now() + absl::Minutes(1));
+  EXPECT_EQ(cache->GetItem("forever")->expiry, absl::InfiniteFuture());
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(cache->Get("default"), std::nullopt);
+  EXPECT_TRUE(cache->Get("long").has_value());
+  clock_.Advance(absl::Hours(1000));
+  EXPECT_EQ(cache->Get("long"), std::nullopt);
+  EXPECT_TRUE(cache->Get("forever").has_value());
+}
+
+TEST_F(CacheTest, ExpiredEntriesAreNotVisibleToAnyOperation) {
+  auto cache = MakeOneStripe(10);
+  const WriteOptions ttl{absl::Seconds(1), 7};
+  ASSERT_TRUE(cache->Set("n", "5", ttl).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(cache->GetItem("n"), std::nullopt);
+  ASSERT_TRUE(cache->Set("n", "5", ttl).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_TRUE(absl::IsNotFound(cache->Increment("n", 1).status()));
+  ASSERT_TRUE(cache->Set("n", "5", ttl).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_THAT(cache->Append("n", "x"), IsOkAndHolds(StoreResult::kNotStored));
+  ASSERT_TRUE(cache->Set("n", "5", ttl).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_THAT(cache->Replace("n", "x"), IsOkAndHolds(StoreResult::kNotStored));
+  EXPECT_THAT(cache->Add("n", "fresh"), IsOkAndHolds(StoreResult::kStored));  // add over the dead
+  EXPECT_THAT(cache->Get("n"), Optional(std::string("fresh")));
+  ASSERT_TRUE(cache->Set("d", "v", ttl).ok());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_FALSE(cache->Delete("d"));
+  EXPECT_FALSE(cache->Touch("d", absl::Hours(1)));
+}
+
+TEST_F(CacheTest, ReclaimExpiredRemovesDeadEntriesWithoutReadingThem) {
+  auto cache = MakeOneStripe(100);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(
+        cache->Set(absl::StrCat("k", i), "v", WriteOptions{absl::Seconds(i + 1), 0}).ok());
+  }
+  ASSERT_TRUE(cache->Set("forever", "v").ok());
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_EQ(cache->ReclaimExpired(), 5u);
+  EXPECT_THAT(log_.Take(), ElementsAre("expired:k0=v", "expired:k1=v", "expired:k2=v",
+                                       "expired:k3=v", "expired:k4=v"));
+  EXPECT_EQ(cache->Stats().items, 6u);
+  EXPECT_EQ(cache->ReclaimExpired(), 0u);
+  clock_.Advance(absl::Hours(1));
+  EXPECT_EQ(cache->ReclaimExpired(), 5u);
+  EXPECT_EQ(cache->Stats().items, 1u);
+  ASSERT_TRUE(cache->VerifyInvariants().ok());
+}
+
+TEST_F(CacheTest, WritesTrimExpiredEntries) {
+  auto cache = MakeOneStripe(100);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(cache->Set(absl::StrCat("old", i), "v", WriteOptions{absl::Seconds(1), 0}).ok());
+  }
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(cache->Set("new1", "v").ok());
+  ASSERT_TRUE(cache->Set("new2", "v").ok());
+  EXPECT_EQ(cache->Stats().expirations, 4u);  // two per write
+  EXPECT_EQ(cache->Stats().items, 2u);
+}
+
+TEST_F(CacheTest, ExpiredEntriesGoBeforeLiveOnesWhenFull) {
+  auto cache = MakeOneStripe(3);
+  ASSERT_TRUE(cache->Set("live1", "v").ok());
+  ASSERT_TRUE(cache->Set("live2", "v").ok());
+  ASSERT_TRUE(cache->Set("dies", "v", WriteOptions{absl::Seconds(1), 0}).ok());
+  clock_.Advance(absl::Seconds(1));
+  log_.Take();
+  ASSERT_TRUE(cache->Set("live3", "v").ok());
+  // The dead entry is the most recent, yet it is the one reclaimed.
+  EXPECT_THAT(log_.Take(), ElementsAre("expired:dies=v"));
+  EXPECT_TRUE(cache->Get("live1").has_value());
+}
+
+TEST_F(CacheTest, TouchExtendsAndShortensLife) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1", WriteOptions{absl::Seconds(10), 0}).ok());
+  const uint64_t cas = cache->GetItem("a")->cas;
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_TRUE(cache->Touch("a", absl::Seconds(10)));
+  EXPECT_EQ(cache->GetItem("a")->cas, cas);  // touch does not change the value
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_TRUE(cache->Get("a").has_value());
+  EXPECT_TRUE(cache->Touch("a", absl::InfiniteDuration()));
+  clock_.Advance(absl::Hours(100));
+  EXPECT_TRUE(cache->Get("a").has_value());
+  EXPECT_TRUE(cache->Touch("a", absl::Seconds(1)));
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(cache->Get("a"), std::nullopt);
+  EXPECT_FALSE(cache->Touch("missing", absl::Seconds(1)));
+  ASSERT_TRUE(cache->VerifyInvariants().ok());
+}
+
+TEST_F(CacheTest, BackgroundReaperReclaimsAnIdleCache) {
+  CacheOptions options;
+  options.stripes = 1;
+  options.reap_interval = absl::Milliseconds(1);
+  absl::Notification reclaimed;
+  options.clock = &clock_;
+  options.on_removal = [&](const Removal& r) {
+    if (r.reason == RemovalReason::kExpired && !reclaimed.HasBeenNotified()) reclaimed.Notify();
+  };
+  auto cache = *Cache::Create(options);
+  ASSERT_TRUE(cache->Set("a", "1", WriteOptions{absl::Seconds(1), 0}).ok());
+  clock_.Advance(absl::Seconds(1));
+  // No call touches the cache: only the reaper can reclaim the entry.
+  reclaimed.WaitForNotification();
+  EXPECT_EQ(cache->Stats().expirations, 1u);
+}
+
+// --- Conditional writes ---------------------------------------------------
+
+TEST_F(CacheTest, AddAndReplace) {
+  auto cache = MakeOneStripe(10);
+  EXPECT_THAT(cache->Replace("a", "1"), IsOkAndHolds(StoreResult::kNotStored));
+  EXPECT_THAT(cache->Add("a", "1"), IsOkAndHolds(StoreResult::kStored));
+  EXPECT_THAT(cache->Add("a", "2"), IsOkAndHolds(StoreResult::kNotStored));
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("1")));
+  EXPECT_THAT(cache->Replace("a", "3", WriteOptions{std::nullopt, 9}),
+              IsOkAndHolds(StoreResult::kStored));
+  EXPECT_EQ(cache->GetItem("a")->value, "3");
+  EXPECT_EQ(cache->GetItem("a")->flags, 9u);
+  EXPECT_EQ(cache->Stats().sets, 2u);
+}
+
+TEST_F(CacheTest, CompareAndSwapDetectsConflicts) {
+  auto cache = MakeOneStripe(10);
+  EXPECT_THAT(cache->CompareAndSwap("a", "x", 1), IsOkAndHolds(StoreResult::kNotFound));
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  const uint64_t cas = cache->GetItem("a")->cas;
+  // Another writer gets in first.
+  ASSERT_TRUE(cache->Set("a", "2").ok());
+  const uint64_t cas2 = cache->GetItem("a")->cas;
+  EXPECT_NE(cas, cas2);
+  EXPECT_THAT(cache->CompareAndSwap("a", "from stale read", cas), IsOkAndHolds(StoreResult::kExists));
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("2")));
+  EXPECT_THAT(cache->CompareAndSwap("a", "3", cas2), IsOkAndHolds(StoreResult::kStored));
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("3")));
+  EXPECT_THAT(cache->CompareAndSwap("a", "4", cas2), IsOkAndHolds(StoreResult::kExists));
+}
+
+TEST_F(CacheTest, CasChangesOnEveryModification) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("n", "1").ok());
+  uint64_t last = cache->GetItem("n")->cas;
+  auto changed = [&] {
+    uint64_t now = cache->GetItem("n")->cas;
+    bool different = now != last;
+    last = now;
+    return different;
+  };
+  ASSERT_TRUE(cache->Increment("n", 1).ok());
+  EXPECT_TRUE(changed());
+  ASSERT_TRUE(cache->Append("n", "0").ok());
+  EXPECT_TRUE(changed());
+  ASSERT_TRUE(cache->Prepend("n", "1").ok());
+  EXPECT_TRUE(changed());
+  ASSERT_TRUE(cache->Replace("n", "7").ok());
+  EXPECT_TRUE(changed());
+}
+
+TEST_F(CacheTest, ConcurrentCasIncrementsLoseNothing) {
+  CacheOptions options;
+  options.max_bytes = 1 << 20;
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("counter", "0").ok());
+  constexpr int kThreads = 4, kPerThread = 500;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int done = 0; done < kPerThread;) {
+        std::optional<Item> item = cache->GetItem("counter");
+        ASSERT_TRUE(item.has_value());
+        const std::string next = std::to_string(std::stoull(item->value) + 1);
+        if (*cache->CompareAndSwap("counter", next, item->cas) == StoreResult::kStored) ++done;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_THAT(cache->Get("counter"), Optional(std::to_string(kThreads * kPerThread)));
+}
+
+TEST_F(CacheTest, AppendAndPrependKeepFlagsAndExpiry) {
+  auto cache = MakeOneStripe(10);
+  EXPECT_THAT(cache->Append("a", "x"), IsOkAndHolds(StoreResult::kNotStored));
+  ASSERT_TRUE(cache->Set("a", "mid", WriteOptions{absl::Seconds(10), 42}).ok());
+  EXPECT_THAT(cache->Append("a", ">"), IsOkAndHolds(StoreResult::kStored));
+  EXPECT_THAT(cache->Prepend("a", "<"), IsOkAndHolds(StoreResult::kStored));
+  std::optional<Item> item = cache->GetItem("a");
+  EXPECT_EQ(item->value, "<mid>");
+  EXPECT_EQ(item->flags, 42u);
+  EXPECT_EQ(item->expiry, clock_.Now() + absl::Seconds(10));
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_EQ(cache->Get("a"), std::nullopt);
+}
+
+TEST_F(CacheTest, AppendPastTheValueLimitIsAnError) {
+  CacheOptions options;
+  options.stripes = 1;
+  options.max_value_size = 10;
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("a", "0123456789").ok());
+  absl::StatusOr<StoreResult> r = cache->Append("a", "x");
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
+  EXPECT_THAT(r.status().message(), HasSubstr("Append would make the value is 11 bytes"));
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("0123456789")));
+}
+
+// --- Counters -------------------------------------------------------------
+
+TEST_F(CacheTest, IncrementAndDecrementFollowMemcached) {
+  auto cache = MakeOneStripe(10);
+  EXPECT_TRUE(absl::IsNotFound(cache->Increment("n", 1).status()));
+  ASSERT_TRUE(cache->Set("n", "10", WriteOptions{absl::Seconds(30), 5}).ok());
+  EXPECT_THAT(cache->Increment("n", 5), IsOkAndHolds(15u));
+  EXPECT_THAT(cache->Decrement("n", 3), IsOkAndHolds(12u));
+  EXPECT_THAT(cache->Decrement("n", 100), IsOkAndHolds(0u));  // stops at 0
+  EXPECT_THAT(cache->Get("n"), Optional(std::string("0")));
+  EXPECT_EQ(cache->GetItem("n")->flags, 5u);
+  EXPECT_EQ(cache->GetItem("n")->expiry, clock_.Now() + absl::Seconds(30));
+
+  ASSERT_TRUE(cache->Set("max", "18446744073709551615").ok());
+  EXPECT_THAT(cache->Increment("max", 2), IsOkAndHolds(1u));  // wraps at 2^64
+  EXPECT_THAT(cache->Get("max"), Optional(std::string("1")));
+}
+
+TEST_F(CacheTest, IncrementRejectsNonNumbers) {
+  auto cache = MakeOneStripe(10);
+  for (const char* bad : {"abc", "", "-1", "+1", " 1", "1 ", "12x", "18446744073709551616",
+                          "000000000000000000001"}) {
+    ASSERT_TRUE(cache->Set("n", bad).ok());
+    absl::StatusOr<uint64_t> r = cache->Increment("n", 1);
+    EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << "'" << bad << "'";
+    EXPECT_THAT(r.status().message(), HasSubstr("not an unsigned 64-bit decimal"));
+    EXPECT_THAT(cache->Get("n"), Optional(std::string(bad)));  // unchanged
+  }
+  ASSERT_TRUE(cache->Set("n", "007").ok());
+  EXPECT_THAT(cache->Increment("n", 1), IsOkAndHolds(8u));
+}
+
+// --- Delete, Clear, GetMany, SetMany ----------------------------------------
+
+TEST_F(CacheTest, DeleteAndClear) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  ASSERT_TRUE(cache->Set("b", "2").ok());
+  EXPECT_TRUE(cache->Delete("a"));
+  EXPECT_FALSE(cache->Delete("a"));
+  EXPECT_THAT(log_.Take(), ElementsAre("deleted:a=1"));
+  cache->Clear();
+  EXPECT_THAT(log_.Take(), ElementsAre("cleared:b=2"));
+  EXPECT_EQ(cache->Stats().items, 0u);
+  EXPECT_EQ(cache->Stats().bytes, 0u);
+  ASSERT_TRUE(cache->Set("c", "3").ok());
+  EXPECT_THAT(cache->Get("c"), Optional(std::string("3")));
+}
+
+TEST_F(CacheTest, DestructionReportsRemainingEntries) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  cache.reset();
+  EXPECT_THAT(log_.Take(), ElementsAre("cleared:a=1"));
+}
+
+TEST_F(CacheTest, GetManyAndSetMany) {
+  CacheOptions options;
+  options.max_bytes = 1 << 20;
+  auto cache = Make(options);
+  std::vector<std::pair<std::string_view, std::string_view>> items = {
+      {"a", "1"}, {"b", "2"}, {"c", "3"}};
+  ASSERT_TRUE(cache->SetMany(items, WriteOptions{std::nullopt, 3}).ok());
+  std::vector<std::string_view> keys = {"a", "c", "missing", "a"};
+  auto found = cache->GetMany(keys);
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found["a"].value, "1");
+  EXPECT_EQ(found["c"].value, "3");
+  EXPECT_EQ(found["c"].flags, 3u);
+
+  items = {{"d", "4"}, {"", "bad"}};
+  absl::Status s = cache->SetMany(items);
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("SetMany stored nothing: key is empty"));
+  EXPECT_EQ(cache->Get("d"), std::nullopt);
+}
+
+// --- Removal listener runs outside the locks --------------------------------
+
+TEST_F(CacheTest, ListenerMayCallBackIntoTheCache) {
+  CacheOptions options;
+  options.stripes = 1;
+  options.max_items = 1;
+  Cache* self = nullptr;
+  std::vector<std::string> seen;
+  options.on_removal = [&](const Removal& r) {
+    // Would deadlock if the stripe lock were held.
+    seen.push_back(absl::StrCat(std::string(r.key), ":", self->Get(r.key).has_value() ? 1 : 0));
+  };
+  auto cache = *Cache::Create(options);
+  self = cache.get();
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  ASSERT_TRUE(cache->Set("b", "2").ok());
+  EXPECT_THAT(seen, ElementsAre("a:0"));
+  cache->Clear();
+}
+
+// --- GetOrLoad --------------------------------------------------------------
+
+TEST_F(CacheTest, GetOrLoadLoadsOnceThenHits) {
+  auto cache = MakeOneStripe(10);
+  int calls = 0;
+  auto loader = [&](std::string_view key) -> absl::StatusOr<std::string> {
+    ++calls;
+    return absl::StrCat("value of ", std::string(key));
+  };
+  EXPECT_THAT(cache->GetOrLoad("k", loader), IsOkAndHolds(std::string("value of k")));
+  EXPECT_THAT(cache->GetOrLoad("k", loader), IsOkAndHolds(std::string("value of k")));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(cache->Stats().loads, 1u);
+}
+
+TEST_F(CacheTest, GetOrLoadAppliesWriteOptions) {
+  auto cache = MakeOneStripe(10);
+  auto loader = [](std::string_view) -> absl::StatusOr<std::string> { return "v"; };
+  ASSERT_TRUE(cache->GetOrLoad("k", loader, WriteOptions{absl::Seconds(5), 11}).ok());
+  EXPECT_EQ(cache->GetItem("k")->flags, 11u);
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_EQ(cache->Get("k"), std::nullopt);
+}
+
+TEST_F(CacheTest, GetOrLoadCallsTheLoaderOnceForManyThreads) {
+  CacheOptions options;
+  options.max_bytes = 1 << 20;
+  auto cache = Make(options);
+  constexpr int kThreads = 16;
+  std::atomic<int> calls{0};
+  std::atomic<int> arrived{0};
+  absl::Notification release;
+  auto loader = [&](std::string_view) -> absl::StatusOr<std::string> {
+    calls.fetch_add(1);
+    release.WaitForNotification();  // hold the flight open until all arrived
+    return "loaded";
+  };
+  std::vector<std::thread> threads;
+  std::vector<absl::StatusOr<std::string>> results(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      arrived.fetch_add(1);
+      results[t] = cache->GetOrLoad("hot", loader);
+    });
+  }
+  while (arrived.load() < kThreads) std::this_thread::yield();
+  release.Notify();
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) EXPECT_THAT(r, IsOkAndHolds(std::string("loaded")));
+  // Threads that arrived after the load finished hit the cache instead.
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(cache->Stats().loads, 1u);
+}
+
+TEST_F(CacheTest, GetOrLoadErrorReachesEveryWaiterAndIsNotCached) {
+  CacheOptions options;
+  options.max_bytes = 1 << 20;
+  auto cache = Make(options);
+  constexpr int kThreads = 8;
+  std::atomic<int> calls{0};
+  std::atomic<int> started{0};
+  absl::Notification loader_entered;
+  absl::Notification release;
+  auto failing = [&](std::string_view) -> absl::StatusOr<std::string> {
+    calls.fetch_add(1);
+    loader_entered.Notify();
+    release.WaitForNotification();
+    return absl::UnavailableError("database is down");
+  };
+  std::vector<absl::StatusOr<std::string>> results(kThreads);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { results[0] = cache->GetOrLoad("k", failing); });
+  loader_entered.WaitForNotification();
+  for (int t = 1; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      started.fetch_add(1);
+      results[t] = cache->GetOrLoad("k", failing);
+    });
+  }
+  while (started.load() < kThreads - 1) std::this_thread::yield();
+  release.Notify();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(calls.load(), 1);
+  for (const auto& r : results) {
+    EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr("database is down"));
+  }
+  EXPECT_EQ(cache->Get("k"), std::nullopt);
+  EXPECT_EQ(cache->Stats().load_failures, 1u);
+  // Not cached: the next call loads again.
+  auto ok = [](std::string_view) -> absl::StatusOr<std::string> { return "back"; };
+  EXPECT_THAT(cache->GetOrLoad("k", ok), IsOkAndHolds(std::string("back")));
+}
+
+TEST_F(CacheTest, GetOrLoadReportsAValueTooLargeToCache) {
+  CacheOptions options;
+  options.stripes = 1;
+  options.max_value_size = 4;
+  auto cache = Make(options);
+  auto loader = [](std::string_view) -> absl::StatusOr<std::string> { return "too long"; };
+  absl::StatusOr<std::string> r = cache->GetOrLoad("k", loader);
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
+  EXPECT_THAT(r.status().message(), HasSubstr("could not cache the loaded value"));
+}
+
+}  // namespace
+}  // namespace tiercache
