@@ -18,8 +18,8 @@ namespace tiercache {
 using engine_internal::Entry;
 using engine_internal::Graveyard;
 using engine_internal::kNever;
-using engine_internal::Stripe;
 using engine_internal::StoreMode;
+using engine_internal::Stripe;
 
 std::string_view RemovalReasonName(RemovalReason reason) {
   switch (reason) {
@@ -90,7 +90,7 @@ std::string DurationText(absl::Duration d) { return absl::FormatDuration(d); }
 // The automatic stripe count: 64, halved until each stripe can hold the
 // largest allowed entry and (with an item bound) at least 8 items.
 size_t AutomaticStripes(const CacheOptions& o) {
-  const size_t largest = Cache::ChargeFor(o.max_key_size, o.max_value_size);
+  const size_t largest = Cache::ChargeFor(o.max_key_size, o.max_value_size, /*expires=*/true);
   size_t stripes = kMaxStripes;
   while (stripes > 1 &&
          (o.max_bytes / stripes < largest || (o.max_items != 0 && o.max_items / stripes < 8))) {
@@ -102,13 +102,13 @@ size_t AutomaticStripes(const CacheOptions& o) {
 absl::Status ValidateOptions(const CacheOptions& o) {
   if (o.max_bytes == 0) return absl::InvalidArgumentError("max_bytes must be > 0");
   if (o.max_key_size == 0 || o.max_key_size > kMaxKeySizeLimit) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_key_size is %d; it must be in 1..%d", o.max_key_size, kMaxKeySizeLimit));
+    return absl::InvalidArgumentError(absl::StrFormat("max_key_size is %d; it must be in 1..%d",
+                                                      o.max_key_size, kMaxKeySizeLimit));
   }
   if (o.max_value_size > std::numeric_limits<uint32_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_value_size is %d; the limit is %d", o.max_value_size,
-        std::numeric_limits<uint32_t>::max()));
+    return absl::InvalidArgumentError(absl::StrFormat("max_value_size is %d; the limit is %d",
+                                                      o.max_value_size,
+                                                      std::numeric_limits<uint32_t>::max()));
   }
   if (o.default_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -136,8 +136,8 @@ absl::Status ValidateOptions(const CacheOptions& o) {
 
 }  // namespace
 
-size_t Cache::ChargeFor(size_t key_size, size_t value_size) {
-  return engine_internal::Charge(key_size, value_size);
+size_t Cache::ChargeFor(size_t key_size, size_t value_size, bool expires) {
+  return engine_internal::Charge(key_size, value_size, expires);
 }
 
 absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
@@ -154,8 +154,7 @@ Cache::Cache(CacheOptions options, size_t stripe_count)
   stripes_.reserve(stripe_count);
   for (size_t i = 0; i < stripe_count; ++i) {
     stripes_.push_back(std::make_unique<Stripe>(options_.max_bytes / stripe_count,
-                                                options_.max_items / stripe_count,
-                                                options_.clock));
+                                                options_.max_items / stripe_count, options_.clock));
   }
   if (options_.reap_interval > absl::ZeroDuration()) {
     reaper_ = std::make_unique<Reaper>();
@@ -199,13 +198,13 @@ int64_t Cache::ExpiryFor(const WriteOptions& options, int64_t now_ns) const {
   return ttl_ns > kNever - now_ns ? kNever - 1 : now_ns + ttl_ns;
 }
 
-void Cache::Bury(absl::Span<const engine_internal::Removed> dead) {
-  for (const engine_internal::Removed& r : dead) {
-    if (options_.on_removal) {
-      options_.on_removal(Removal{r.entry->key(), r.entry->value(), r.entry->flags, r.reason});
-    }
-    engine_internal::FreeEntry(r.entry);
+void Cache::Bury(Graveyard& dead) {
+  for (const Graveyard::Removed& r : dead.removed) {
+    const std::string_view bytes = r.key_and_value;
+    options_.on_removal(
+        Removal{bytes.substr(0, r.key_size), bytes.substr(r.key_size), r.flags, r.reason});
   }
+  for (void* block : dead.blocks) std::free(block);
 }
 
 absl::Status Cache::ValidateKey(std::string_view key) const {
@@ -226,15 +225,16 @@ absl::Status Cache::ValidateWrite(std::string_view key, size_t value_size,
                         options_.max_value_size));
   }
   if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "ttl is %s; it must be positive (InfiniteDuration: never expire)",
-        DurationText(*options.ttl)));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
+                        DurationText(*options.ttl)));
   }
-  const size_t charge = ChargeFor(key.size(), value_size);
+  const size_t charge = ChargeFor(key.size(), value_size, /*expires=*/true);
   const size_t stripe_budget = stripes_[0]->max_bytes();
   if (charge > stripe_budget) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "entry of %d bytes (key %d + value %d + overhead) exceeds a stripe's whole budget of %d "
+        "entry of up to %d bytes (key %d + value %d + overhead) exceeds a stripe's whole budget of "
+        "%d "
         "bytes (max_bytes %d / %d stripes)",
         charge, key.size(), value_size, stripe_budget, options_.max_bytes, stripes_.size()));
   }
@@ -247,12 +247,15 @@ std::optional<std::string> Cache::Get(std::string_view key) {
   return value;
 }
 
-bool Cache::Get(std::string_view key, std::string* value) {
+bool Cache::Get(std::string_view key, std::string* value) { return Read(key, value, true); }
+
+bool Cache::Read(std::string_view key, std::string* value, bool count) {
   if (!ValidateKey(key).ok()) return false;
   const uint64_t hash = engine_internal::HashKey(key);
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   const bool hit = StripeFor(hash).Read(
-      key, hash, [value](const Entry& e) { value->assign(e.value_data(), e.value_size); }, &dead);
+      key, hash, [value](const Entry& e) { value->assign(e.value_data(), e.value_size); }, &dead,
+      count);
   if (!dead.empty()) Bury(dead);
   return hit;
 }
@@ -261,13 +264,13 @@ std::optional<Item> Cache::GetItem(std::string_view key) {
   if (!ValidateKey(key).ok()) return std::nullopt;
   const uint64_t hash = engine_internal::HashKey(key);
   Item item;
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   const bool hit = StripeFor(hash).Read(
       key, hash,
       [&item](const Entry& e) {
         item.value.assign(e.value_data(), e.value_size);
         item.flags = e.flags;
-        item.cas = e.cas;
+        item.cas = e.cas();
         item.expiry =
             e.expiry_ns == kNever ? absl::InfiniteFuture() : absl::FromUnixNanos(e.expiry_ns);
       },
@@ -293,27 +296,29 @@ absl::StatusOr<StoreResult> Cache::Store(std::string_view key, std::string_view 
   if (absl::Status s = ValidateWrite(key, value.size(), options); !s.ok()) return s;
   const uint64_t hash = engine_internal::HashKey(key);
   const int64_t now_ns = NowNanos();
-  // Built before the lock: the allocation and the copy stay out of the
-  // critical section.
-  Entry* fresh = engine_internal::NewEntry(key, value.size(), options.flags,
-                                           ExpiryFor(options, now_ns));
-  if (!value.empty()) std::memcpy(fresh->value_data(), value.data(), value.size());
-  Graveyard dead;
-  const StoreResult result =
-      StripeFor(hash).Store(fresh, hash, mode, cas, now_ns, &dead);
-  if (result != StoreResult::kStored) engine_internal::FreeEntry(fresh);
+  engine_internal::NewRecord record{key, value, options.flags, ExpiryFor(options, now_ns)};
+  // A large record is built before the lock, so its allocation and copy stay
+  // out of the critical section; small ones are written in place under it.
+  const size_t size = engine_internal::RecordSize(key.size(), value.size());
+  if (!engine_internal::IsSmallRecord(size)) {
+    record.large_block = std::malloc(size);
+    if (record.large_block == nullptr) throw std::bad_alloc();
+    engine_internal::WriteRecord(record.large_block, record);
+  }
+  Graveyard dead(keep_removed());
+  const StoreResult result = StripeFor(hash).Store(record, hash, mode, cas, now_ns, &dead);
+  if (result != StoreResult::kStored) std::free(record.large_block);
   if (!dead.empty()) Bury(dead);
   return result;
 }
 
 absl::Status Cache::Set(std::string_view key, std::string_view value, WriteOptions options) {
-  absl::StatusOr<StoreResult> result =
-      Store(key, value, options, StoreMode::kSet, 0);
+  absl::StatusOr<StoreResult> result = Store(key, value, options, StoreMode::kSet, 0);
   return result.status();
 }
 
-absl::Status Cache::SetMany(
-    absl::Span<const std::pair<std::string_view, std::string_view>> items, WriteOptions options) {
+absl::Status Cache::SetMany(absl::Span<const std::pair<std::string_view, std::string_view>> items,
+                            WriteOptions options) {
   for (const auto& [key, value] : items) {
     if (absl::Status s = ValidateWrite(key, value.size(), options); !s.ok()) {
       return absl::Status(s.code(), absl::StrFormat("SetMany stored nothing: %s", s.message()));
@@ -346,22 +351,21 @@ absl::StatusOr<StoreResult> Cache::Concatenate(std::string_view key, std::string
   const uint64_t hash = engine_internal::HashKey(key);
   const int64_t now_ns = NowNanos();
   Stripe& stripe = StripeFor(hash);
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   absl::Status status = stripe.Mutate(
       key, hash, now_ns,
-      [&](const Entry& old) -> absl::StatusOr<Entry*> {
+      [&](const Entry& old, std::string* value) -> absl::Status {
         const size_t size = size_t{old.value_size} + piece.size();
         if (absl::Status s = ValidateWrite(key, size, WriteOptions{}); !s.ok()) {
-          return absl::Status(s.code(), absl::StrFormat("%s would make the %s",
-                                                        append ? "Append" : "Prepend",
-                                                        s.message()));
+          return absl::Status(
+              s.code(),
+              absl::StrFormat("%s would make the %s", append ? "Append" : "Prepend", s.message()));
         }
-        Entry* e = engine_internal::NewEntry(key, size, 0, kNever);
-        char* out = e->value_data();
-        if (!append && !piece.empty()) out = std::copy(piece.begin(), piece.end(), out);
-        out = std::copy(old.value_data(), old.value_data() + old.value_size, out);
-        if (append && !piece.empty()) std::copy(piece.begin(), piece.end(), out);
-        return e;
+        value->reserve(size);
+        if (!append) value->append(piece);
+        value->append(old.value());
+        if (append) value->append(piece);
+        return absl::OkStatus();
       },
       &dead);
   if (!dead.empty()) Bury(dead);
@@ -381,7 +385,7 @@ absl::StatusOr<StoreResult> Cache::Prepend(std::string_view key, std::string_vie
 bool Cache::Delete(std::string_view key) {
   if (!ValidateKey(key).ok()) return false;
   const uint64_t hash = engine_internal::HashKey(key);
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   const bool deleted = StripeFor(hash).Delete(key, hash, NowNanos(), &dead);
   Bury(dead);
   return deleted;
@@ -391,23 +395,22 @@ bool Cache::Touch(std::string_view key, absl::Duration ttl) {
   if (!ValidateKey(key).ok() || ttl <= absl::ZeroDuration()) return false;
   const uint64_t hash = engine_internal::HashKey(key);
   const int64_t now_ns = NowNanos();
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   const bool touched =
       StripeFor(hash).Touch(key, hash, now_ns, ExpiryFor(WriteOptions{ttl, 0}, now_ns), &dead);
   if (!dead.empty()) Bury(dead);
   return touched;
 }
 
-absl::StatusOr<uint64_t> Cache::AddToNumber(std::string_view key, uint64_t delta,
-                                            bool increment) {
+absl::StatusOr<uint64_t> Cache::AddToNumber(std::string_view key, uint64_t delta, bool increment) {
   if (absl::Status s = ValidateKey(key); !s.ok()) return s;
   const uint64_t hash = engine_internal::HashKey(key);
   const int64_t now_ns = NowNanos();
   uint64_t number = 0;
-  Graveyard dead;
+  Graveyard dead(keep_removed());
   absl::Status status = StripeFor(hash).Mutate(
       key, hash, now_ns,
-      [&](const Entry& old) -> absl::StatusOr<Entry*> {
+      [&](const Entry& old, std::string* value) -> absl::Status {
         std::string_view text = old.value();
         const char* end = text.data() + text.size();
         auto [parsed_end, ec] = std::from_chars(text.data(), end, number);
@@ -423,10 +426,8 @@ absl::StatusOr<uint64_t> Cache::AddToNumber(std::string_view key, uint64_t delta
         }
         char digits[20];
         const auto [digits_end, unused] = std::to_chars(digits, digits + sizeof(digits), number);
-        const size_t size = static_cast<size_t>(digits_end - digits);
-        Entry* e = engine_internal::NewEntry(key, size, 0, kNever);
-        std::memcpy(e->value_data(), digits, size);
-        return e;
+        value->assign(digits, digits_end);
+        return absl::OkStatus();
       },
       &dead);
   if (!dead.empty()) Bury(dead);
@@ -461,6 +462,7 @@ absl::StatusOr<std::string> Cache::GetOrLoad(std::string_view key, Loader loader
     if (inserted) it->second = std::make_shared<engine_internal::Flight>();
     flight = it->second;
     leader = inserted;
+    if (!leader) load_waits_.fetch_add(1, std::memory_order_relaxed);
   }
   if (!leader) {
     std::unique_lock<std::mutex> hold(flight->mu);
@@ -490,7 +492,8 @@ absl::StatusOr<std::string> Cache::GetOrLoad(std::string_view key, Loader loader
   } completion{shard, flight, key};
 
   // A leader that finished just before we registered has stored the value.
-  if (Get(key, &value)) {
+  // Not a request of its own: the caller's miss is already counted.
+  if (Read(key, &value, /*count=*/false)) {
     completion.result = value;
     return value;
   }
@@ -512,7 +515,7 @@ size_t Cache::ReclaimExpired() {
   const int64_t now_ns = NowNanos();
   size_t reclaimed = 0;
   for (auto& stripe : stripes_) {
-    Graveyard dead;
+    Graveyard dead(keep_removed());
     reclaimed += stripe->ReclaimExpired(now_ns, &dead);
     Bury(dead);
   }
@@ -521,7 +524,7 @@ size_t Cache::ReclaimExpired() {
 
 void Cache::Clear() {
   for (auto& stripe : stripes_) {
-    Graveyard dead;
+    Graveyard dead(keep_removed());
     stripe->Clear(&dead);
     Bury(dead);
   }
@@ -538,16 +541,17 @@ CacheStats Cache::Stats() const {
     total.expirations += s.expirations;
     total.items += s.items;
     total.bytes += s.bytes;
+    total.reserved_bytes += s.reserved_bytes;
   }
   total.loads = loads_.load(std::memory_order_relaxed);
   total.load_failures = load_failures_.load(std::memory_order_relaxed);
+  total.load_waits = load_waits_.load(std::memory_order_relaxed);
   return total;
 }
 
 absl::Status Cache::VerifyInvariants() const {
-  const int64_t now_ns = NowNanos();
   for (size_t i = 0; i < stripes_.size(); ++i) {
-    if (absl::Status s = stripes_[i]->VerifyInvariants(now_ns); !s.ok()) {
+    if (absl::Status s = stripes_[i]->VerifyInvariants(); !s.ok()) {
       return absl::Status(s.code(), absl::StrFormat("stripe %d: %s", i, s.message()));
     }
   }

@@ -1,101 +1,112 @@
-// The cache entry: one heap block holding a fixed header, then the key bytes,
-// then the value bytes.
+// The cache entry: a 32-byte header, then the key bytes, then the value
+// bytes, in one record of the stripe's Arena (arena.h).
 //
-// Lifecycle. An entry is created (NewEntry) outside any lock and filled. It
-// then either never enters a stripe (a failed Add/Replace/CAS: freed at once)
-// or is *linked*: it is in its stripe's hash table, on the stripe's LRU list,
-// and — iff its expiry is finite — in the stripe's expiry heap. All three
-// memberships begin and end together, under the stripe lock. Unlinking moves
-// the entry to a Graveyard; after the lock is released the removal listener
-// sees it and it is freed. No entry is ever freed while linked, and no linked
-// entry is ever modified except its LRU links, heap index and expiry (Touch):
-// a write that changes the key's value links a new entry and unlinks the old.
+// Lifecycle. A record is created under the stripe lock (or, when large, built
+// outside it and adopted) and *linked* at once: it is in the stripe's hash
+// table, on the stripe's LRU list, and counted in its stats. Linked records
+// with a finite expiry also have an element in the stripe's expiry heap. A
+// record leaves all of these together, under the lock, when it is unlinked:
+// its reason, key and value are copied to the Graveyard if a removal listener
+// wants them, and its memory goes back to the arena at once (a large record's
+// block is freed after the lock is dropped). Nothing in a linked record changes
+// but its LRU links and, for Touch, its expiry: a write that changes the value
+// links a new record and unlinks the old one, so readers under the lock never
+// see a half-written value.
 //
-// Layout: 48 bytes of header. A single block per entry keeps a hit to one or
-// two cache lines (header + key for the compare, then the value).
+// The expiry heap is lazy: its elements are (expiry, ref) pairs that are not
+// removed when their record goes away. By then `ref` may start a free record
+// or another key's record (the arena splits free records but never merges
+// them, so a ref always starts one or the other). An element is acted on only
+// if the hash table maps the key found at `ref` back to `ref` and the expiry
+// matches (Stripe::IsCurrentLocked); the bytes at ref are never trusted alone.
 
 #ifndef TIERCACHE_ENGINE_ENTRY_H_
 #define TIERCACHE_ENGINE_ENTRY_H_
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
+#include <string>
 #include <string_view>
 
 #include "absl/container/inlined_vector.h"
+#include "arena.h"
 #include "tiercache/cache.h"
 
 namespace tiercache::engine_internal {
 
 inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
-inline constexpr uint32_t kNotInHeap = std::numeric_limits<uint32_t>::max();
+inline constexpr uint64_t kCasMask = (uint64_t{1} << 48) - 1;
 
-struct ListNode {
-  ListNode* prev = this;
-  ListNode* next = this;
-};
-
-struct Entry : ListNode {
-  int64_t expiry_ns;    // Unix nanoseconds; kNever when it does not expire
-  uint64_t cas;         // assigned by the stripe when linked
-  uint32_t flags;       // client flags, opaque to the cache
+struct Entry {
+  Ref prev;  // LRU neighbours; ref 0 is the list's sentinel
+  Ref next;
+  int64_t expiry_ns;          // Unix nanoseconds; kNever when it does not expire
+  uint64_t cas_and_key_size;  // CAS in the low 48 bits, key size in the high 16
+  uint32_t flags;             // client flags, opaque to the cache
   uint32_t value_size;
-  uint32_t heap_index;  // position in the stripe's expiry heap, or kNotInHeap
-  uint16_t key_size;
 
-  char* key_data() { return reinterpret_cast<char*>(this + 1); }
+  uint64_t cas() const { return cas_and_key_size & kCasMask; }
+  size_t key_size() const { return cas_and_key_size >> 48; }
+  void set_cas(uint64_t cas) { cas_and_key_size = (cas_and_key_size & ~kCasMask) | cas; }
   const char* key_data() const { return reinterpret_cast<const char*>(this + 1); }
-  char* value_data() { return key_data() + key_size; }
-  const char* value_data() const { return key_data() + key_size; }
-  std::string_view key() const { return {key_data(), key_size}; }
+  char* key_data() { return reinterpret_cast<char*>(this + 1); }
+  const char* value_data() const { return key_data() + key_size(); }
+  char* value_data() { return key_data() + key_size(); }
+  std::string_view key() const { return {key_data(), key_size()}; }
   std::string_view value() const { return {value_data(), value_size}; }
+  size_t record_size() const { return sizeof(Entry) + key_size() + value_size; }
+  bool expires() const { return expiry_ns != kNever; }
   bool Expired(int64_t now_ns) const { return now_ns >= expiry_ns; }
 };
-static_assert(sizeof(Entry) == 48);
+static_assert(sizeof(Entry) == 32);
+static_assert(sizeof(Entry) == kMinRecordUnits * kUnit);
 
-// Allocates an entry for `key` with room for `value_size` value bytes, which
-// the caller fills. REQUIRES: key.size() <= 65535, value_size < 2^32.
-inline Entry* NewEntry(std::string_view key, size_t value_size, uint32_t flags,
-                       int64_t expiry_ns) {
-  void* block = std::malloc(sizeof(Entry) + key.size() + value_size);
-  if (block == nullptr) throw std::bad_alloc();
-  Entry* e = new (block) Entry;
-  e->expiry_ns = expiry_ns;
-  e->cas = 0;
-  e->flags = flags;
-  e->value_size = static_cast<uint32_t>(value_size);
-  e->heap_index = kNotInHeap;
-  e->key_size = static_cast<uint16_t>(key.size());
-  std::memcpy(e->key_data(), key.data(), key.size());
+inline size_t RecordSize(size_t key_size, size_t value_size) {
+  return sizeof(Entry) + key_size + value_size;
+}
+
+// What a write stores. Large records are built by the caller before taking
+// the lock (`large_block`, from BuildLargeRecord); small ones are written into
+// the arena under the lock.
+struct NewRecord {
+  std::string_view key;
+  std::string_view value;
+  uint32_t flags = 0;
+  int64_t expiry_ns = kNever;
+  void* large_block = nullptr;
+};
+
+// Writes the header, key and value into `at` (RecordSize bytes); CAS 0.
+inline Entry* WriteRecord(void* at, const NewRecord& r) {
+  Entry* e = new (at) Entry;
+  e->prev = e->next = 0;
+  e->expiry_ns = r.expiry_ns;
+  e->cas_and_key_size = uint64_t{r.key.size()} << 48;
+  e->flags = r.flags;
+  e->value_size = static_cast<uint32_t>(r.value.size());
+  if (!r.key.empty()) std::memcpy(e->key_data(), r.key.data(), r.key.size());
+  if (!r.value.empty()) std::memcpy(e->value_data(), r.value.data(), r.value.size());
   return e;
 }
 
-inline void FreeEntry(Entry* e) {
-  e->~Entry();
-  std::free(e);
-}
-
-// Bytes the allocator really spends on a block of `size` bytes, modelled on
-// glibc malloc on 64-bit: an 8-byte size header, 16-byte alignment, a 32-byte
-// minimum; blocks past the mmap threshold take whole pages plus a 16-byte
-// header. tests/unit/cache_test.cc checks this against malloc_usable_size().
-inline size_t AllocatedBytes(size_t size) {
-  constexpr size_t kMmapThreshold = 128 * 1024;
-  constexpr size_t kPage = 4096;
-  if (size + 8 >= kMmapThreshold) return (size + 16 + kPage - 1) / kPage * kPage;
-  size_t chunk = (size + 8 + 15) & ~size_t{15};
-  return chunk < 32 ? 32 : chunk;
-}
-
-// A removed entry waiting, outside the lock, for the listener and free().
-struct Removed {
-  Entry* entry;
-  RemovalReason reason;
+// What the removal listener will see, and blocks to free, once the stripe
+// lock is dropped.
+struct Graveyard {
+  struct Removed {
+    RemovalReason reason;
+    uint32_t flags;
+    size_t key_size;
+    std::string key_and_value;
+  };
+  explicit Graveyard(bool keep) : keep_contents(keep) {}
+  const bool keep_contents;  // a listener is set: copy key and value out
+  absl::InlinedVector<Removed, 1> removed;
+  absl::InlinedVector<void*, 1> blocks;
+  bool empty() const { return removed.empty() && blocks.empty(); }
 };
-using Graveyard = absl::InlinedVector<Removed, 2>;
 
 }  // namespace tiercache::engine_internal
 

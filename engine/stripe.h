@@ -5,21 +5,22 @@
 // the caller and passed in: the stripe's hash table uses the low bits, the
 // router used the high bits to pick the stripe.
 //
-// Three structures per stripe, all holding the same linked entries (see the
-// lifecycle in entry.h):
-//   - `table_`: tsl::robin_set<Entry*>, found by key (transparent lookup);
-//   - `lru_`: a circular list through a sentinel, most recent first;
-//   - `expiry_heap_`: a binary min-heap by expiry of the entries that expire,
-//     each entry knowing its index, so removal is O(log n) and the earliest
-//     expiry is O(1). Writes pop a few expired entries, and before evicting a
-//     live entry the stripe reclaims any expired one, so dead entries never
-//     push out live ones.
+// Per stripe, holding the same linked records (lifecycle in entry.h):
+//   - `arena_`: the records themselves, addressed by 32-bit refs (arena.h);
+//   - `table_`: tsl::robin_set<Ref>, found by key (transparent lookup);
+//   - the LRU list: a circular list through the sentinel record at ref 0,
+//     most recent first, linked by the refs in each record's header;
+//   - `expiry_heap_`: a lazy min-heap of (expiry, ref) for records that
+//     expire. Writes pop a few expired records, and before evicting a live
+//     record the stripe reclaims any expired one, so dead entries never push
+//     out live ones.
 
 #ifndef TIERCACHE_ENGINE_STRIPE_H_
 #define TIERCACHE_ENGINE_STRIPE_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "arena.h"
 #include "entry.h"
 #include "spin_lock.h"
 #include "tiercache/cache.h"
@@ -41,44 +43,56 @@ inline uint64_t HashKey(std::string_view key) {
 
 inline int64_t NowNanos(const Clock& clock) { return absl::ToUnixNanos(clock.Now()); }
 
-struct EntryHash {
+// The table stores refs; its hash and equality look through the arena.
+struct RefHash {
   using is_transparent = void;
-  size_t operator()(const Entry* e) const { return HashKey(e->key()); }
+  const Arena* arena;
+  size_t operator()(Ref ref) const {
+    return HashKey(reinterpret_cast<const Entry*>(arena->Ptr(ref))->key());
+  }
   size_t operator()(std::string_view key) const { return HashKey(key); }
 };
 
-struct EntryKeyEqual {
+struct RefKeyEqual {
   using is_transparent = void;
-  bool operator()(const Entry* a, const Entry* b) const { return a == b; }
-  bool operator()(const Entry* a, std::string_view b) const { return a->key() == b; }
-  bool operator()(std::string_view a, const Entry* b) const { return a == b->key(); }
+  const Arena* arena;
+  std::string_view KeyOf(Ref ref) const {
+    return reinterpret_cast<const Entry*>(arena->Ptr(ref))->key();
+  }
+  bool operator()(Ref a, Ref b) const { return a == b; }
+  bool operator()(Ref a, std::string_view b) const { return KeyOf(a) == b; }
+  bool operator()(std::string_view a, Ref b) const { return a == KeyOf(b); }
 };
 
-using EntryTable = tsl::robin_set<Entry*, EntryHash, EntryKeyEqual>;
+using RefTable = tsl::robin_set<Ref, RefHash, RefKeyEqual>;
 
 // Robin hood hashing stays fast at high load; 0.8 keeps the table's share of
 // each entry small. With power-of-two growth the load is in (0.4, 0.8], so an
 // entry's mean share of the table is one bucket / 0.6.
 inline constexpr float kMaxLoadFactor = 0.8f;
-inline constexpr size_t kBucketBytes = sizeof(tsl::detail_robin_hash::bucket_entry<Entry*, false>);
+inline constexpr size_t kBucketBytes = sizeof(tsl::detail_robin_hash::bucket_entry<Ref, false>);
 inline constexpr size_t kTableShareBytes = (kBucketBytes * 5 + 2) / 3;
+// An expiring entry's heap element, plus as much again for the stale elements
+// the lazy heap may hold (it is rebuilt when they outnumber live ones).
+inline constexpr size_t kExpiryShareBytes = 2 * 16;
 
-inline size_t Charge(size_t key_size, size_t value_size) {
-  return AllocatedBytes(sizeof(Entry) + key_size + value_size) + kTableShareBytes;
+inline size_t Charge(size_t key_size, size_t value_size, bool expires) {
+  return RecordBytes(RecordSize(key_size, value_size)) + kTableShareBytes +
+         (expires ? kExpiryShareBytes : 0);
 }
-inline size_t Charge(const Entry& e) { return Charge(e.key_size, e.value_size); }
+inline size_t Charge(const Entry& e) { return Charge(e.key_size(), e.value_size, e.expires()); }
 
 enum class StoreMode : int { kSet, kAdd, kReplace, kCompareAndSwap };
 
 struct StripeStats {
   uint64_t hits = 0, misses = 0, sets = 0, evictions = 0, expirations = 0;
-  uint64_t items = 0, bytes = 0;
+  uint64_t items = 0, bytes = 0, reserved_bytes = 0;
 };
 
 class alignas(64) Stripe {
  public:
   Stripe(size_t max_bytes, size_t max_items, const Clock* clock);
-  ~Stripe();  // REQUIRES: Clear() was called (the Cache owns the listener)
+  ~Stripe();
   Stripe(const Stripe&) = delete;
   Stripe& operator=(const Stripe&) = delete;
 
@@ -86,18 +100,18 @@ class alignas(64) Stripe {
 
   // Finds a live entry, makes it the most recent and calls `read(entry)` under
   // the lock. Returns false on a miss. An expired entry found on the way is
-  // moved to `dead`.
+  // unlinked into `dead`. `count` false: a re-check that is not a request.
   template <typename ReadFn>
-  bool Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard* dead);
+  bool Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard* dead, bool count = true);
 
-  // Links `fresh` (key, value, flags and expiry filled in) according to
-  // `mode`. On kStored the stripe owns `fresh`; otherwise the caller does.
-  StoreResult Store(Entry* fresh, uint64_t hash, StoreMode mode, uint64_t expected_cas,
+  // Stores `record` according to `mode`. If the result is not kStored, a
+  // `record.large_block` stays the caller's to free.
+  StoreResult Store(const NewRecord& record, uint64_t hash, StoreMode mode, uint64_t expected_cas,
                     int64_t now_ns, Graveyard* dead);
 
-  // Replaces the live entry for `key` with `mutate(old)`, which allocates the
-  // new entry (the stripe copies expiry and flags) or returns an error.
-  // NotFound when the key is missing.
+  // Replaces the live entry for `key` by one whose value `mutate(old, &value)`
+  // computes; flags and expiry are kept. NotFound when the key is missing;
+  // mutate's error leaves the entry as it was.
   template <typename MutateFn>
   absl::Status Mutate(std::string_view key, uint64_t hash, int64_t now_ns, MutateFn&& mutate,
                       Graveyard* dead);
@@ -109,84 +123,101 @@ class alignas(64) Stripe {
   void Clear(Graveyard* dead);
   StripeStats Stats() const;
   // O(n): every structure agrees and the budget holds. For tests.
-  absl::Status VerifyInvariants(int64_t now_ns) const;
+  absl::Status VerifyInvariants() const;
 
  private:
   // Writes reclaim up to this many expired entries even when there is room, so
   // an idle-but-written cache returns dead memory without a reaper.
   static constexpr int kExpiredTrimPerWrite = 2;
+  static constexpr Ref kSentinel = 0;
 
-  // Finds a live entry; an expired one is unlinked (kExpired) and missed.
-  Entry* FindLiveLocked(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead)
+  struct HeapElement {
+    int64_t expiry_ns;
+    Ref ref;
+  };
+
+  Entry* At(Ref ref) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return reinterpret_cast<Entry*>(arena_.Ptr(ref));
+  }
+  void ResetSentinelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // The live entry for `key`, or 0; an expired one is unlinked (kExpired).
+  Ref FindLiveLocked(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void LinkLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Allocates and fills a record for `record` (or adopts its large block).
+  Ref MaterializeLocked(const NewRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Assigns a CAS, puts `ref` at the front of the LRU list and in the heap.
+  void LinkLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Puts `fresh` in `old`'s place in every structure; `old` goes to `dead`.
-  void ReplaceLocked(Entry* old, Entry* fresh, uint64_t hash, Graveyard* dead)
+  void ReplaceLocked(Ref old, Ref fresh, uint64_t hash, Graveyard* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  // Takes `e` out of every structure and into `dead`.
-  void UnlinkLocked(Entry* e, RemovalReason reason, Graveyard* dead)
+  // Takes `ref` out of every structure, into `dead`, and frees it.
+  void UnlinkLocked(Ref ref, RemovalReason reason, Graveyard* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // As UnlinkLocked, but leaves the table alone (the caller has fixed it).
-  void DetachLocked(Entry* e, RemovalReason reason, Graveyard* dead)
+  void DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void MakeMostRecentLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  void MakeMostRecentLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   bool OverBudgetLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   void EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  bool EarliestExpiredLocked(int64_t now_ns) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
 
-  void HeapPushLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void HeapRemoveLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void HeapFixLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  bool HeapSiftUpLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void HeapSiftDownLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void HeapPlaceLocked(size_t index, Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Expiry heap.
+  void HeapPushLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Drops stale elements from the top; returns the ref of a linked record
+  // that has expired by `now_ns`, or 0.
+  Ref EarliestExpiredLocked(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // True if `element` still describes a linked record.
+  bool IsCurrentLocked(const HeapElement& element) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  void RebuildHeapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
 
   const size_t max_bytes_;
   const size_t max_items_;  // 0: unbounded
   const Clock* const clock_;
 
   mutable SpinLock lock_;
-  EntryTable table_ ABSL_GUARDED_BY(lock_);
-  ListNode lru_ ABSL_GUARDED_BY(lock_);  // lru_.next: most recent; lru_.prev: least
-  std::vector<Entry*> expiry_heap_ ABSL_GUARDED_BY(lock_);
+  Arena arena_ ABSL_GUARDED_BY(lock_);
+  RefTable table_ ABSL_GUARDED_BY(lock_);
+  std::vector<HeapElement> expiry_heap_ ABSL_GUARDED_BY(lock_);
+  size_t expiring_ ABSL_GUARDED_BY(lock_) = 0;  // linked records that expire
   uint64_t last_cas_ ABSL_GUARDED_BY(lock_) = 0;
   StripeStats stats_ ABSL_GUARDED_BY(lock_);
 };
 
 template <typename ReadFn>
-bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard* dead) {
+bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard* dead, bool count) {
   SpinLockHolder hold(&lock_);
   auto it = table_.find(key, hash);
   if (it == table_.end()) {
-    ++stats_.misses;
+    if (count) ++stats_.misses;
     return false;
   }
-  Entry* e = *it;
+  const Ref ref = *it;
+  Entry* e = At(ref);
   // Only entries that expire need the time: reading the clock is the
   // costliest step of a hit on an entry without a TTL.
-  if (e->expiry_ns != kNever && e->Expired(NowNanos(*clock_))) {
-    UnlinkLocked(e, RemovalReason::kExpired, dead);
-    ++stats_.misses;
+  if (e->expires() && e->Expired(NowNanos(*clock_))) {
+    UnlinkLocked(ref, RemovalReason::kExpired, dead);
+    if (count) ++stats_.misses;
     return false;
   }
-  MakeMostRecentLocked(e);
-  ++stats_.hits;
+  MakeMostRecentLocked(ref);
+  if (count) ++stats_.hits;
   read(static_cast<const Entry&>(*e));
   return true;
 }
 
 template <typename MutateFn>
-absl::Status Stripe::Mutate(std::string_view key, uint64_t hash, int64_t now_ns,
-                            MutateFn&& mutate, Graveyard* dead) {
+absl::Status Stripe::Mutate(std::string_view key, uint64_t hash, int64_t now_ns, MutateFn&& mutate,
+                            Graveyard* dead) {
   SpinLockHolder hold(&lock_);
-  Entry* old = FindLiveLocked(key, hash, now_ns, dead);
-  if (old == nullptr) return absl::NotFoundError("key not found");
-  auto fresh = mutate(static_cast<const Entry&>(*old));
-  if (!fresh.ok()) return fresh.status();
-  Entry* e = *fresh;
-  e->flags = old->flags;
-  e->expiry_ns = old->expiry_ns;
-  ReplaceLocked(old, e, hash, dead);
+  const Ref old = FindLiveLocked(key, hash, now_ns, dead);
+  if (old == kSentinel) return absl::NotFoundError("key not found");
+  std::string value;
+  const Entry* e = At(old);
+  if (absl::Status s = mutate(*e, &value); !s.ok()) return s;
+  NewRecord record{key, value, e->flags, e->expiry_ns, nullptr};
+  // The key bytes live in the old record, and so may `key`: build first.
+  const Ref fresh = MaterializeLocked(record);
+  ReplaceLocked(old, fresh, hash, dead);
   ++stats_.sets;
   EnforceBudgetLocked(now_ns, dead);
   return absl::OkStatus();

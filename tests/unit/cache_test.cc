@@ -61,8 +61,8 @@ struct RemovalLog {
   std::function<void(const Removal&)> Listener() {
     return [this](const Removal& r) {
       std::lock_guard<std::mutex> hold(mu);
-      events.push_back(absl::StrCat(std::string(RemovalReasonName(r.reason)), ":", std::string(r.key), "=",
-                                      std::string(r.value)));
+      events.push_back(absl::StrCat(std::string(RemovalReasonName(r.reason)), ":",
+                                    std::string(r.key), "=", std::string(r.value)));
     };
   }
   std::vector<std::string> Take() {
@@ -262,21 +262,23 @@ TEST_F(CacheTest, ALargeValuePushesOutSeveralSmallOnes) {
   EXPECT_TRUE(cache->Get("big").has_value());
 }
 
-TEST_F(CacheTest, ChargeMatchesTheAllocator) {
+TEST_F(CacheTest, ChargeIsTheRecordPlusItsShares) {
+  // A small record is a 32-byte header + key + value rounded up to 8 bytes.
+  const size_t table_share = Cache::ChargeFor(0, 0) - 32;
+  EXPECT_EQ(Cache::ChargeFor(16, 32), 80 + table_share);
+  EXPECT_EQ(Cache::ChargeFor(16, 33), 88 + table_share);
+  EXPECT_EQ(Cache::ChargeFor(16, 32, /*expires=*/true) - Cache::ChargeFor(16, 32), 32u);
+  EXPECT_LE(table_share, 16u);
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  // The charge models glibc's chunk rounding: check the model for the sizes
-  // an entry block takes (48-byte header + key + value).
-  for (size_t size : {48u, 56u, 57u, 64u, 88u, 89u, 100u, 1000u, 4096u, 100000u}) {
+  // Records over 1 KiB are malloc blocks (plus an 8-byte slot): the charge
+  // models glibc's chunk rounding; check the model against the allocator.
+  for (size_t size : {1025u, 1030u, 1040u, 4096u, 100000u}) {
     void* p = std::malloc(size);
     const size_t real = malloc_usable_size(p) + sizeof(size_t);
     std::free(p);
-    // ChargeFor(0, 0) is a 48-byte block (64 real bytes) + the table share.
-    const size_t table_share = Cache::ChargeFor(0, 0) - 64;
-    EXPECT_EQ(Cache::ChargeFor(0, size - 48) - table_share, real)
+    EXPECT_EQ(Cache::ChargeFor(0, size - 32) - table_share - sizeof(void*), real)
         << "block of " << size << " bytes";
   }
-#else
-  GTEST_SKIP() << "allocator model is for glibc malloc without sanitizers";
 #endif
 }
 
@@ -340,8 +342,7 @@ TEST_F(CacheTest, ExpiredEntriesAreNotVisibleToAnyOperation) {
 TEST_F(CacheTest, ReclaimExpiredRemovesDeadEntriesWithoutReadingThem) {
   auto cache = MakeOneStripe(100);
   for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(
-        cache->Set(absl::StrCat("k", i), "v", WriteOptions{absl::Seconds(i + 1), 0}).ok());
+    ASSERT_TRUE(cache->Set(absl::StrCat("k", i), "v", WriteOptions{absl::Seconds(i + 1), 0}).ok());
   }
   ASSERT_TRUE(cache->Set("forever", "v").ok());
   clock_.Advance(absl::Seconds(5));
@@ -379,6 +380,31 @@ TEST_F(CacheTest, ExpiredEntriesGoBeforeLiveOnesWhenFull) {
   // The dead entry is the most recent, yet it is the one reclaimed.
   EXPECT_THAT(log_.Take(), ElementsAre("expired:dies=v"));
   EXPECT_TRUE(cache->Get("live1").has_value());
+}
+
+TEST_F(CacheTest, StaleExpiryElementsNeverRemoveTheWrongEntry) {
+  auto cache = MakeOneStripe(100);
+  const WriteOptions ttl{absl::Seconds(10), 0};
+  // "b" reuses "a"'s record (same size) with the same expiry: the heap now
+  // holds two elements for that ref, one of them stale.
+  ASSERT_TRUE(cache->Set("a", "1", ttl).ok());
+  EXPECT_TRUE(cache->Delete("a"));
+  ASSERT_TRUE(cache->Set("b", "2", ttl).ok());
+  // Overwrites and touches leave more stale elements behind.
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(cache->Set("c", std::string(static_cast<size_t>(i), 'c'), ttl).ok());
+    EXPECT_TRUE(cache->Touch("c", absl::Seconds(5 + i % 3)));
+  }
+  ASSERT_TRUE(cache->Set("forever", "v").ok());
+  log_.Take();
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_EQ(cache->ReclaimExpired(), 2u);
+  EXPECT_THAT(log_.Take(),
+              ::testing::UnorderedElementsAre("expired:b=2", "expired:c=" + std::string(49, 'c')));
+  EXPECT_EQ(cache->Stats().expirations, 2u);
+  EXPECT_EQ(cache->Stats().items, 1u);
+  EXPECT_TRUE(cache->Get("forever").has_value());
+  ASSERT_TRUE(cache->VerifyInvariants().ok());
 }
 
 TEST_F(CacheTest, TouchExtendsAndShortensLife) {
@@ -441,7 +467,8 @@ TEST_F(CacheTest, CompareAndSwapDetectsConflicts) {
   ASSERT_TRUE(cache->Set("a", "2").ok());
   const uint64_t cas2 = cache->GetItem("a")->cas;
   EXPECT_NE(cas, cas2);
-  EXPECT_THAT(cache->CompareAndSwap("a", "from stale read", cas), IsOkAndHolds(StoreResult::kExists));
+  EXPECT_THAT(cache->CompareAndSwap("a", "from stale read", cas),
+              IsOkAndHolds(StoreResult::kExists));
   EXPECT_THAT(cache->Get("a"), Optional(std::string("2")));
   EXPECT_THAT(cache->CompareAndSwap("a", "3", cas2), IsOkAndHolds(StoreResult::kStored));
   EXPECT_THAT(cache->Get("a"), Optional(std::string("3")));
@@ -642,28 +669,24 @@ TEST_F(CacheTest, GetOrLoadCallsTheLoaderOnceForManyThreads) {
   auto cache = Make(options);
   constexpr int kThreads = 16;
   std::atomic<int> calls{0};
-  std::atomic<int> arrived{0};
   Event release;
   auto loader = [&](std::string_view) -> absl::StatusOr<std::string> {
     calls.fetch_add(1);
-    release.Wait();  // hold the flight open until all arrived
+    release.Wait();  // hold the flight open until every other caller waits on it
     return "loaded";
   };
   std::vector<std::thread> threads;
   std::vector<absl::StatusOr<std::string>> results(kThreads);
   for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      arrived.fetch_add(1);
-      results[t] = cache->GetOrLoad("hot", loader);
-    });
+    threads.emplace_back([&, t] { results[t] = cache->GetOrLoad("hot", loader); });
   }
-  while (arrived.load() < kThreads) std::this_thread::yield();
+  while (cache->Stats().load_waits < kThreads - 1) std::this_thread::yield();
   release.Notify();
   for (auto& t : threads) t.join();
   for (const auto& r : results) EXPECT_THAT(r, IsOkAndHolds(std::string("loaded")));
-  // Threads that arrived after the load finished hit the cache instead.
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(cache->Stats().loads, 1u);
+  EXPECT_EQ(cache->Stats().misses, static_cast<uint64_t>(kThreads));
 }
 
 TEST_F(CacheTest, GetOrLoadErrorReachesEveryWaiterAndIsNotCached) {
@@ -672,26 +695,18 @@ TEST_F(CacheTest, GetOrLoadErrorReachesEveryWaiterAndIsNotCached) {
   auto cache = Make(options);
   constexpr int kThreads = 8;
   std::atomic<int> calls{0};
-  std::atomic<int> started{0};
-  Event loader_entered;
   Event release;
   auto failing = [&](std::string_view) -> absl::StatusOr<std::string> {
     calls.fetch_add(1);
-    loader_entered.Notify();
     release.Wait();
     return absl::UnavailableError("database is down");
   };
   std::vector<absl::StatusOr<std::string>> results(kThreads);
   std::vector<std::thread> threads;
-  threads.emplace_back([&] { results[0] = cache->GetOrLoad("k", failing); });
-  loader_entered.Wait();
-  for (int t = 1; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      started.fetch_add(1);
-      results[t] = cache->GetOrLoad("k", failing);
-    });
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] { results[t] = cache->GetOrLoad("k", failing); });
   }
-  while (started.load() < kThreads - 1) std::this_thread::yield();
+  while (cache->Stats().load_waits < kThreads - 1) std::this_thread::yield();
   release.Notify();
   for (auto& t : threads) t.join();
   EXPECT_EQ(calls.load(), 1);
@@ -704,6 +719,7 @@ TEST_F(CacheTest, GetOrLoadErrorReachesEveryWaiterAndIsNotCached) {
   // Not cached: the next call loads again.
   auto ok = [](std::string_view) -> absl::StatusOr<std::string> { return "back"; };
   EXPECT_THAT(cache->GetOrLoad("k", ok), IsOkAndHolds(std::string("back")));
+  EXPECT_EQ(cache->Stats().loads, 2u);
 }
 
 TEST_F(CacheTest, GetOrLoadReportsAValueTooLargeToCache) {

@@ -8,10 +8,12 @@
 // evicted. After every call returns, the charged bytes are <= `max_bytes` and
 // the item count is <= `max_items`.
 //
-// What "charge" means: the real memory an entry holds — its heap block (entry
-// header + key + value, rounded up as glibc's allocator rounds it) plus its
-// share of the hash table (one bucket divided by the table's mean load). It is
-// not a guess supplied by the caller.
+// What "charge" means: the real memory an entry holds — its record (a 32-byte
+// header + key + value, rounded up to 8 bytes in the stripe's pages, or a
+// malloc block as glibc rounds it for records over 1 KiB), its share of the
+// hash table (one 8-byte bucket divided by the table's mean load) and, if it
+// expires, its share of the expiry heap. It is not a guess supplied by the
+// caller.
 //
 // Striping: the cache is N independent stripes, each a complete single-lock
 // LRU cache with its own hash table, LRU list and expiry heap, holding
@@ -124,8 +126,13 @@ struct CacheStats {
   uint64_t expirations = 0;
   uint64_t items = 0;
   uint64_t bytes = 0;  // charged bytes, <= max_bytes
+  // Memory the stripes hold from the allocator: records' pages (including
+  // free space kept for reuse), hash tables and expiry heaps. >= bytes
+  // minus the tables' share; see docs/design.md.
+  uint64_t reserved_bytes = 0;
   uint64_t loads = 0;  // loader calls made by GetOrLoad
   uint64_t load_failures = 0;
+  uint64_t load_waits = 0;  // GetOrLoad calls answered by another caller's load
 };
 
 using Loader = absl::FunctionRef<absl::StatusOr<std::string>(std::string_view key)>;
@@ -133,7 +140,7 @@ using Loader = absl::FunctionRef<absl::StatusOr<std::string>(std::string_view ke
 namespace engine_internal {
 class Stripe;
 struct Flights;
-struct Removed;
+struct Graveyard;
 enum class StoreMode : int;
 }  // namespace engine_internal
 
@@ -197,8 +204,9 @@ class Cache {
   size_t stripe_count() const { return stripes_.size(); }
   const CacheOptions& options() const { return options_; }
 
-  // The bytes an entry with these key and value sizes is charged.
-  static size_t ChargeFor(size_t key_size, size_t value_size);
+  // The bytes an entry with these key and value sizes is charged (an entry
+  // that expires also pays for its place in the expiry heap).
+  static size_t ChargeFor(size_t key_size, size_t value_size, bool expires = false);
 
  private:
   explicit Cache(CacheOptions options, size_t stripe_count);
@@ -209,7 +217,9 @@ class Cache {
   int64_t NowNanos() const;
   int64_t ExpiryFor(const WriteOptions& options, int64_t now_ns) const;
   // Runs the removal listener over `dead`, then frees it. No lock is held.
-  void Bury(absl::Span<const engine_internal::Removed> dead);
+  bool keep_removed() const { return static_cast<bool>(options_.on_removal); }
+  void Bury(engine_internal::Graveyard& dead);
+  bool Read(std::string_view key, std::string* value, bool count);
   absl::StatusOr<StoreResult> Store(std::string_view key, std::string_view value,
                                     const WriteOptions& options, engine_internal::StoreMode mode,
                                     uint64_t cas);
@@ -224,6 +234,7 @@ class Cache {
   std::unique_ptr<engine_internal::Flights> flights_;
   std::atomic<uint64_t> loads_{0};
   std::atomic<uint64_t> load_failures_{0};
+  std::atomic<uint64_t> load_waits_{0};
   struct Reaper;
   std::unique_ptr<Reaper> reaper_;
 };
