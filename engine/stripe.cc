@@ -19,7 +19,7 @@ Stripe::Stripe(size_t max_bytes, size_t max_items, const Clock* clock)
       max_items_(max_items),
       clock_(clock),
       arena_(max_bytes),
-      table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}) {
+      table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}, PublishingAllocator<Ref>(&buckets_)) {
   SpinLockHolder hold(&lock_);
   table_.max_load_factor(kMaxLoadFactor);
   ResetSentinelLocked();
@@ -57,7 +57,9 @@ Ref Stripe::MaterializeLocked(const NewRecord& record) {
 
 StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode,
                           uint64_t expected_cas, int64_t now_ns, Graveyard* dead) {
+  PrefetchBucket(hash);
   SpinLockHolder hold(&lock_);
+  DrainAccessesLocked();
   const Ref old = FindLiveLocked(record.key, hash, now_ns, dead);
   switch (mode) {
     case StoreMode::kSet:
@@ -87,6 +89,7 @@ StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode
 
 bool Stripe::Delete(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead) {
   SpinLockHolder hold(&lock_);
+  DrainAccessesLocked();
   const Ref ref = FindLiveLocked(key, hash, now_ns, dead);
   if (ref == kSentinel) return false;
   UnlinkLocked(ref, RemovalReason::kDeleted, dead);
@@ -96,6 +99,7 @@ bool Stripe::Delete(std::string_view key, uint64_t hash, int64_t now_ns, Graveya
 bool Stripe::Touch(std::string_view key, uint64_t hash, int64_t now_ns, int64_t expiry_ns,
                    Graveyard* dead) {
   SpinLockHolder hold(&lock_);
+  DrainAccessesLocked();
   const Ref ref = FindLiveLocked(key, hash, now_ns, dead);
   if (ref == kSentinel) return false;
   Entry* e = At(ref);
@@ -116,6 +120,7 @@ bool Stripe::Touch(std::string_view key, uint64_t hash, int64_t now_ns, int64_t 
 
 size_t Stripe::ReclaimExpired(int64_t now_ns, Graveyard* dead) {
   SpinLockHolder hold(&lock_);
+  DrainAccessesLocked();
   size_t reclaimed = 0;
   for (Ref ref; (ref = EarliestExpiredLocked(now_ns)) != kSentinel; ++reclaimed) {
     UnlinkLocked(ref, RemovalReason::kExpired, dead);
@@ -125,6 +130,7 @@ size_t Stripe::ReclaimExpired(int64_t now_ns, Graveyard* dead) {
 
 void Stripe::Clear(Graveyard* dead) {
   SpinLockHolder hold(&lock_);
+  DrainAccessesLocked();
   if (dead->keep_contents) {
     dead->removed.reserve(dead->removed.size() + table_.size());
     for (Ref ref : table_) {
@@ -145,6 +151,8 @@ void Stripe::Clear(Graveyard* dead) {
 StripeStats Stripe::Stats() const {
   SpinLockHolder hold(&lock_);
   StripeStats stats = stats_;
+  stats.hits = hits_;
+  stats.misses = misses_;
   stats.reserved_bytes = arena_.reserved_bytes() + table_.bucket_count() * kBucketBytes +
                          expiry_heap_.capacity() * sizeof(HeapElement);
   return stats;
@@ -196,6 +204,24 @@ void Stripe::DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
                              std::string(e->key_data(), e->key_size() + e->value_size)});
   }
   if (void* block = arena_.Free(ref, e->record_size())) dead->blocks.push_back(block);
+}
+
+void Stripe::RecordAccessLocked(Ref ref) {
+  if (access_count_ != 0 ? accesses_[access_count_ - 1] == ref : At(kSentinel)->next == ref) {
+    return;  // already the most recent
+  }
+  accesses_[access_count_++] = ref;
+  if (access_count_ == kAccessBatch) DrainAccessesLocked();
+}
+
+void Stripe::DrainAccessesLocked() {
+  for (size_t i = 0; i < access_count_; ++i) {
+    const Entry* e = At(accesses_[i]);
+    __builtin_prefetch(arena_.Ptr(e->prev), /*rw=*/1);
+    __builtin_prefetch(arena_.Ptr(e->next), /*rw=*/1);
+  }
+  for (size_t i = 0; i < access_count_; ++i) MakeMostRecentLocked(accesses_[i]);
+  access_count_ = 0;
 }
 
 void Stripe::MakeMostRecentLocked(Ref ref) {
