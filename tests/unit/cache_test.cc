@@ -212,9 +212,9 @@ TEST_F(CacheTest, AutomaticStripesFitTheBudget) {
   options.max_bytes = 8 << 20;  // 1 MiB values: each stripe must hold one
   EXPECT_EQ((*Cache::Create(options))->stripe_count(), 4u);
   options.max_bytes = 1 << 30;
+  options.max_items = 1000;  // at least 128 items per stripe
+  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 4u);
   options.max_items = 100;
-  EXPECT_EQ((*Cache::Create(options))->stripe_count(), 8u);
-  options.max_items = 3;
   EXPECT_EQ((*Cache::Create(options))->stripe_count(), 1u);
 }
 
@@ -276,8 +276,11 @@ TEST_F(CacheTest, ChargeIsTheRecordPlusItsShares) {
     void* p = std::malloc(size);
     const size_t real = malloc_usable_size(p) + sizeof(size_t);
     std::free(p);
-    EXPECT_EQ(Cache::ChargeFor(0, size - 32) - table_share - sizeof(void*), real)
-        << "block of " << size << " bytes";
+    // glibc hands out a block at least this big; reusing a free block whose
+    // remainder would be under its 32-byte minimum, it gives up to 16 more.
+    const size_t modelled = Cache::ChargeFor(0, size - 32) - table_share - sizeof(void*);
+    EXPECT_GE(real, modelled) << "block of " << size << " bytes";
+    EXPECT_LE(real, modelled + 16) << "block of " << size << " bytes";
   }
 #endif
 }

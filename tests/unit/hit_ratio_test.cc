@@ -99,11 +99,15 @@ TEST(HitRatioTest, OneStripeIsExactLru) {
   }
 }
 
-// Not a conformance check: prints how far automatic striping moves the hit
-// ratio (each stripe is an LRU over a 1/N share), for docs/performance.md.
+// Not a conformance check: prints how far striping moves the hit ratio (each
+// stripe is an LRU over a 1/N share), for docs/performance.md: with the
+// automatic count, and with 64 stripes whatever the size. Stripe placement
+// follows absl::Hash, which is seeded per process, so figures vary a little
+// from run to run.
 TEST(HitRatioTest, ReportStripingEffect) {
   const auto reference = ReadReferenceTable();
-  std::printf("%-14s %8s %8s %10s %10s\n", "trace", "items", "stripes", "1 stripe", "automatic");
+  std::printf("%-14s %8s %10s %16s %12s\n", "trace", "items", "1 stripe", "automatic (N)",
+              "64 stripes");
   for (const auto& [name, expected] : reference) {
     const std::vector<std::string> trace = ReadTrace(name);
     for (size_t i = 0; i < kCapacities.size(); ++i) {
@@ -111,10 +115,10 @@ TEST(HitRatioTest, ReportStripingEffect) {
       options.max_bytes = size_t{1} << 30;
       options.max_items = kCapacities[i];
       const size_t stripes = (*Cache::Create(options))->stripe_count();
-      const double striped = Replay(trace, kCapacities[i], 0);
-      std::printf("%-14s %8zu %8zu %9.2f%% %9.2f%%\n", name.c_str(), kCapacities[i], stripes,
-                  expected[i], striped);
-      EXPECT_GT(stripes, 1u);
+      const double automatic = Replay(trace, kCapacities[i], 0);
+      const double many = Replay(trace, kCapacities[i], 64);
+      std::printf("%-14s %8zu %9.2f%% %10.2f%% (%2zu) %11.2f%%\n", name.c_str(), kCapacities[i],
+                  expected[i], automatic, stripes, many);
     }
   }
 }
