@@ -1,0 +1,68 @@
+// MemcachedClient's insides, shared with the Mirror (which pipelines its
+// writes on the client's connections). Not a public header.
+
+#ifndef TIERCACHE_MIRROR_CLIENT_INTERNAL_H_
+#define TIERCACHE_MIRROR_CLIENT_INTERNAL_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "connection.h"
+#include "protocol/meta_protocol.h"
+#include "tiercache/memcached.h"
+
+namespace tiercache {
+
+using mirror_internal::Connection;
+using mirror_internal::Response;
+using mirror_internal::WireKey;
+
+class MemcachedClient::Impl {
+ public:
+  struct Server {
+    std::vector<std::unique_ptr<Connection>> connections;
+    std::atomic<size_t> next{0};
+    Connection& Pick() {
+      return *connections[next.fetch_add(1, std::memory_order_relaxed) % connections.size()];
+    }
+  };
+
+  explicit Impl(const MemcachedOptions& options) : options_(options) {}
+
+  const MemcachedOptions options_;  // a copy: the client's own is moved after this is built
+  std::vector<std::unique_ptr<Server>> servers_;
+
+  absl::StatusOr<WireKey> Key(std::string_view key) const {
+    return mirror_internal::EncodeKey(options_.key_prefix, key);
+  }
+  // One server for now; pools (ketama placement) come with their own change.
+  Server& ServerFor(const WireKey&) { return *servers_.front(); }
+  absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
+
+  // One request, one response.
+  absl::StatusOr<Response> RoundTrip(const WireKey& key, const std::string& request) {
+    absl::StatusOr<std::vector<Response>> responses =
+        ServerFor(key).Pick().Call(request, 1, Deadline());
+    if (!responses.ok()) return responses.status();
+    return std::move(responses->front());
+  }
+
+  absl::Status CheckValue(const WireKey& key, size_t value_size) const {
+    // memcached stores key, value and a ~50-byte header in one item.
+    constexpr size_t kItemHeader = 64;
+    if (key.text.size() + value_size + kItemHeader > options_.max_item_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "value is %d bytes; with its key and memcached's item header it exceeds the server's "
+          "item size limit of %d bytes (max_item_size, memcached -I)",
+          value_size, options_.max_item_size));
+    }
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_MIRROR_CLIENT_INTERNAL_H_

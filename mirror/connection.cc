@@ -1,0 +1,350 @@
+#include "connection.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+
+namespace tiercache::mirror_internal {
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+
+std::string ErrnoText(int error) { return std::strerror(error); }
+
+// Milliseconds for poll(), rounded up so a wait never ends early, capped.
+int PollTimeout(absl::Time deadline) {
+  const absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) return 0;
+  return static_cast<int>(std::min<int64_t>(
+      absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
+}
+
+// Waits until `fd` is ready for `events` or the deadline passes. Returns the
+// revents, 0 on timeout, -1 on error (errno set).
+int WaitFor(int fd, short events, absl::Time deadline) {
+  while (true) {
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, PollTimeout(deadline));
+    if (n > 0) return p.revents;
+    if (n == 0) return 0;
+    if (errno != EINTR) return -1;
+  }
+}
+
+absl::StatusOr<int> ConnectSocket(const Endpoint& endpoint, absl::Time deadline) {
+  addrinfo* resolved = nullptr;
+  sockaddr_storage address{};
+  socklen_t address_size = 0;
+  int family = AF_UNIX;
+  if (endpoint.is_unix) {
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::memcpy(un.sun_path, endpoint.host.data(), endpoint.host.size());
+    std::memcpy(&address, &un, sizeof(un));
+    address_size = sizeof(un);
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    const std::string port = std::to_string(endpoint.port);
+    const int error = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &resolved);
+    if (error != 0) {
+      return absl::UnavailableError(
+          absl::StrFormat("cannot resolve %s: %s", endpoint.name, ::gai_strerror(error)));
+    }
+    std::memcpy(&address, resolved->ai_addr, resolved->ai_addrlen);
+    address_size = resolved->ai_addrlen;
+    family = resolved->ai_family;
+    ::freeaddrinfo(resolved);
+  }
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError("socket(): " + ErrnoText(errno));
+  if (!endpoint.is_unix) {
+    const int one = 1;  // requests are small and latency-bound: no Nagle delay
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), address_size) != 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      const int error = errno;
+      ::close(fd);
+      return absl::UnavailableError(
+          absl::StrFormat("cannot connect to %s: %s", endpoint.name, ErrnoText(error)));
+    }
+    const int ready = WaitFor(fd, POLLOUT, deadline);
+    int error = 0;
+    socklen_t size = sizeof(error);
+    if (ready == 0) {
+      ::close(fd);
+      return absl::DeadlineExceededError(
+          absl::StrFormat("connecting to %s timed out", endpoint.name));
+    }
+    if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0 || error != 0) {
+      const int e = error != 0 ? error : errno;
+      ::close(fd);
+      return absl::UnavailableError(
+          absl::StrFormat("cannot connect to %s: %s", endpoint.name, ErrnoText(e)));
+    }
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view server) {
+  Endpoint endpoint;
+  endpoint.name = std::string(server);
+  if (server.empty()) return absl::InvalidArgumentError("server address is empty");
+  if (server.front() == '/') {
+    if (server.size() >= sizeof(sockaddr_un::sun_path)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("unix socket path '%s' is %d bytes; the limit is %d", endpoint.name,
+                          server.size(), sizeof(sockaddr_un::sun_path) - 1));
+    }
+    endpoint.is_unix = true;
+    endpoint.host = endpoint.name;
+    return endpoint;
+  }
+  const size_t colon = server.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == server.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "server '%s' is not host:port, [ipv6]:port or a unix socket path", endpoint.name));
+  }
+  std::string_view host = server.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']') {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("server '%s': unterminated [ipv6] address", endpoint.name));
+    }
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string_view port = server.substr(colon + 1);
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (error != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat("server '%s': port '%s' is not in 1..65535",
+                                                      endpoint.name, std::string(port)));
+  }
+  endpoint.host = std::string(host);
+  endpoint.port = static_cast<uint16_t>(value);
+  return endpoint;
+}
+
+Connection::Connection(Endpoint endpoint, const ConnectionOptions& options)
+    : endpoint_(std::move(endpoint)),
+      options_(options),
+      parser_(options.max_value_size),
+      backoff_(options.reconnect_backoff),
+      jitter_(static_cast<uint32_t>(reinterpret_cast<uintptr_t>(this) ^
+                                    static_cast<uintptr_t>(absl::GetCurrentTimeNanos()))) {}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Connection::Describe() const { return "memcached " + endpoint_.name; }
+
+absl::Status Connection::DownStatus() const {
+  return absl::UnavailableError(absl::StrFormat(
+      "%s is down (%s); next reconnect attempt in %s", Describe(), last_error_.message(),
+      absl::FormatDuration(absl::Trunc(next_attempt_ - absl::Now(), absl::Milliseconds(1)))));
+}
+
+absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock,
+                                               absl::Time deadline) {
+  while (true) {
+    if (fd_ >= 0 && pending_.empty() && !reader_active_) {
+      // Idle: if the server closed its end (a restart), replace the socket
+      // now rather than lose the next request to it.
+      char byte;
+      const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        ::close(fd_);
+        fd_ = -1;
+        ++generation_;
+        parser_.Reset();
+      }
+    }
+    if (fd_ >= 0) return absl::OkStatus();
+    if (connecting_) {  // another caller is connecting: wait for its outcome
+      if (changed_.wait_until(lock, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
+          connecting_) {
+        return absl::DeadlineExceededError(
+            absl::StrFormat("%s: still connecting at the deadline", Describe()));
+      }
+      continue;
+    }
+    if (absl::Now() < next_attempt_) return DownStatus();
+    connecting_ = true;
+    lock.unlock();
+    absl::StatusOr<int> fd =
+        ConnectSocket(endpoint_, std::min(deadline, absl::Now() + options_.connect_timeout));
+    lock.lock();
+    connecting_ = false;
+    changed_.notify_all();
+    if (fd.ok()) {
+      fd_ = *fd;
+      ++generation_;
+      parser_.Reset();
+      backoff_ = options_.reconnect_backoff;
+      next_attempt_ = absl::InfinitePast();
+      last_error_ = absl::OkStatus();
+      return absl::OkStatus();
+    }
+    ResetLocked(fd.status());
+    return absl::UnavailableError(fd.status().message());
+  }
+}
+
+absl::Status Connection::SendLocked(std::string_view bytes, absl::Time deadline) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int ready = WaitFor(fd_, POLLOUT, deadline);
+      if (ready > 0) continue;
+      if (ready == 0) {
+        // Part of a request may be on the wire: the stream cannot go on.
+        absl::Status why = absl::DeadlineExceededError(
+            absl::StrFormat("%s: sending the request timed out", Describe()));
+        ResetLocked(why);
+        return why;
+      }
+    }
+    absl::Status why = absl::UnavailableError(
+        absl::StrFormat("%s: send failed: %s", Describe(), ErrnoText(errno)));
+    ResetLocked(why);
+    return why;
+  }
+  return absl::OkStatus();
+}
+
+void Connection::CompleteFrontLocked(absl::Status status) {
+  std::shared_ptr<Exchange> exchange = std::move(pending_.front());
+  pending_.pop_front();
+  exchange->status = std::move(status);
+  exchange->done = true;
+}
+
+void Connection::DispatchLocked() {
+  while (true) {
+    absl::StatusOr<std::optional<Response>> next = parser_.Next();
+    if (!next.ok()) {
+      ResetLocked(absl::DataLossError(absl::StrFormat("%s sent a malformed response: %s",
+                                                      Describe(), next.status().message())));
+      return;
+    }
+    if (!next->has_value()) return;
+    Response& response = **next;
+    if (pending_.empty()) {
+      ResetLocked(
+          absl::DataLossError(absl::StrFormat("%s sent a response nobody asked for", Describe())));
+      return;
+    }
+    Exchange& exchange = *pending_.front();
+    if (exchange.expected == 0 && response.code == Response::Code::kNoop) {
+      CompleteFrontLocked(absl::OkStatus());
+      continue;
+    }
+    exchange.responses.push_back(std::move(response));
+    if (exchange.expected != 0 && exchange.responses.size() == exchange.expected) {
+      CompleteFrontLocked(absl::OkStatus());
+    }
+  }
+}
+
+void Connection::ResetLocked(absl::Status why) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ++generation_;
+  parser_.Reset();
+  while (!pending_.empty()) CompleteFrontLocked(why);
+  // Back off before the next attempt: +-50% jitter so that many clients do
+  // not reconnect in step.
+  std::uniform_real_distribution<double> spread(0.5, 1.5);
+  next_attempt_ = absl::Now() + backoff_ * spread(jitter_);
+  backoff_ = std::min(backoff_ * 2, options_.max_reconnect_backoff);
+  last_error_ = why;
+  changed_.notify_all();
+}
+
+absl::StatusOr<std::vector<Response>> Connection::Call(std::string_view request, size_t expected,
+                                                       absl::Time deadline) {
+  std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
+  if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
+    return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
+  }
+  if (absl::Status s = EnsureConnectedLocked(lock, deadline); !s.ok()) return s;
+  auto exchange = std::make_shared<Exchange>();
+  exchange->expected = expected;
+  exchange->sent = absl::Now();
+  pending_.push_back(exchange);
+  if (absl::Status s = SendLocked(request, deadline); !s.ok()) return s;
+
+  while (!exchange->done) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
+    }
+    if (reader_active_) {
+      changed_.wait_until(lock, absl::ToChronoTime(deadline));
+      continue;
+    }
+    // Become the reader until our exchange is done or the deadline passes.
+    reader_active_ = true;
+    const int fd = fd_;
+    const uint64_t generation = generation_;
+    lock.unlock();
+    read_buffer_.resize(kReadChunk);
+    ssize_t received = -1;
+    int error = 0;
+    const int ready = WaitFor(fd, POLLIN, deadline);
+    if (ready > 0) {
+      received = ::recv(fd, read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
+      if (received < 0) error = errno;
+    }
+    lock.lock();
+    reader_active_ = false;
+    if (generation == generation_) {
+      if (received > 0) {
+        parser_.Feed(std::string_view(read_buffer_.data(), static_cast<size_t>(received)));
+        DispatchLocked();
+      } else if (received == 0) {
+        ResetLocked(
+            absl::UnavailableError(absl::StrFormat("%s closed the connection", Describe())));
+      } else if (ready > 0 && error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
+        ResetLocked(absl::UnavailableError(
+            absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(error))));
+      } else if (ready == 0 && !pending_.empty() &&
+                 absl::Now() - pending_.front()->sent >= options_.op_timeout) {
+        // Nothing for a whole op_timeout while a request waits: the server
+        // is hung or unreachable. Fail everything now; the next calls fail
+        // fast until a reconnect succeeds.
+        ResetLocked(absl::UnavailableError(absl::StrFormat(
+            "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout))));
+      }
+    }
+    changed_.notify_all();
+  }
+  if (!exchange->status.ok()) return exchange->status;
+  return std::move(exchange->responses);
+}
+
+}  // namespace tiercache::mirror_internal

@@ -1,0 +1,124 @@
+// One connection to one memcached server, shared by many threads.
+//
+// Requests are pipelined: a caller appends its request bytes to the socket
+// and its exchange to `pending_`, in the same order, under the lock; memcached
+// answers in order, so the responses at the head of the stream belong to the
+// exchange at the head of `pending_`.
+//
+// There is no I/O thread. A caller waiting for its answer becomes the reader
+// if no other thread is reading: it receives, parses and hands responses to
+// whichever exchanges they belong to, waking their callers, until its own is
+// complete; then another waiter takes over. A lone blocking call therefore
+// costs one send and one receive in the calling thread.
+//
+// Failure handling, all under the lock:
+//   - a closed, reset or malformed stream resets the connection: every
+//     pending exchange fails with Unavailable (or DataLoss), the socket is
+//     closed, and reconnects back off exponentially with jitter;
+//   - while backing off, calls fail at once (Unavailable) instead of waiting;
+//   - a reader that sees no byte for op_timeout while the oldest request is
+//     overdue declares the server unresponsive and resets;
+//   - an idle socket that the server has closed (a restart) is noticed and
+//     replaced before a request is sent on it;
+//   - no caller waits past its deadline: the lock itself is a timed mutex,
+//     and a caller that gives up leaves its exchange to be answered and
+//     dropped, keeping the stream in step.
+
+#ifndef TIERCACHE_MIRROR_CONNECTION_H_
+#define TIERCACHE_MIRROR_CONNECTION_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "protocol/meta_protocol.h"
+
+namespace tiercache::mirror_internal {
+
+struct Endpoint {
+  std::string name;  // as configured: "host:port" or a socket path
+  bool is_unix = false;
+  std::string host;  // or the path
+  uint16_t port = 0;
+};
+// "host:port", "[v6]:port" or "/path". InvalidArgument names what is wrong.
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view server);
+
+struct ConnectionOptions {
+  absl::Duration connect_timeout = absl::Seconds(1);
+  absl::Duration op_timeout = absl::Milliseconds(500);
+  absl::Duration reconnect_backoff = absl::Milliseconds(20);
+  absl::Duration max_reconnect_backoff = absl::Seconds(2);
+  size_t max_value_size = 64 << 20;
+};
+
+class Connection {
+ public:
+  Connection(Endpoint endpoint, const ConnectionOptions& options);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Sends `request` (one or more encoded requests) and returns the responses
+  // they produce: exactly `expected` of them, or — with `expected` 0 — every
+  // response up to the MN that must end `request`, without the MN.
+  // DeadlineExceeded at `deadline`; Unavailable when the server is down or
+  // the connection broke; DataLoss when its answer was malformed.
+  absl::StatusOr<std::vector<Response>> Call(std::string_view request, size_t expected,
+                                             absl::Time deadline);
+
+  const Endpoint& endpoint() const { return endpoint_; }
+
+ private:
+  struct Exchange {
+    size_t expected;
+    absl::Time sent;
+    std::vector<Response> responses;
+    absl::Status status;
+    bool done = false;
+  };
+
+  // REQUIRES: lock held. Makes `fd_` a live connection or says why not.
+  absl::Status EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock, absl::Time deadline);
+  // REQUIRES: lock held. Writes all of `bytes`, or resets the connection.
+  absl::Status SendLocked(std::string_view bytes, absl::Time deadline);
+  // REQUIRES: lock held, and this thread holds the reader role.
+  void DispatchLocked();
+  // REQUIRES: lock held. Fails every pending exchange with `why`, closes the
+  // socket and schedules the next reconnect attempt.
+  void ResetLocked(absl::Status why);
+  void CompleteFrontLocked(absl::Status status);
+  absl::Status DownStatus() const;
+  std::string Describe() const;
+
+  const Endpoint endpoint_;
+  const ConnectionOptions options_;
+
+  std::timed_mutex mu_;
+  std::condition_variable_any changed_;  // an exchange completed, or the reader left
+  int fd_ = -1;
+  uint64_t generation_ = 0;  // bumped by every reset: a reader's fd may be stale
+  bool connecting_ = false;
+  bool reader_active_ = false;
+  std::deque<std::shared_ptr<Exchange>> pending_;
+  ResponseParser parser_;
+  std::string read_buffer_;  // used by the reader only, outside the lock
+  // Reconnect schedule while down.
+  absl::Time next_attempt_ = absl::InfinitePast();
+  absl::Duration backoff_;
+  absl::Status last_error_;
+  std::minstd_rand jitter_;
+};
+
+}  // namespace tiercache::mirror_internal
+
+#endif  // TIERCACHE_MIRROR_CONNECTION_H_

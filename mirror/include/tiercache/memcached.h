@@ -1,0 +1,119 @@
+// tiercache/memcached.h — the L2 client: memcached over its meta protocol.
+//
+// `MemcachedClient` is thread-safe and meant to be shared: many threads'
+// requests are pipelined over a few connections per server, and a calling
+// thread reads the responses itself when no other thread is already reading
+// (so a lone blocking Get costs one send and one receive, no thread handoff).
+//
+// Every call has a deadline (`op_timeout`) and no call waits past it. A server
+// that cannot be reached is marked down: calls fail at once with Unavailable
+// until the next reconnect attempt, which backs off exponentially (with
+// jitter) while the server stays down, and succeeds by itself when it
+// returns. An idle connection the server has closed (a restart) is noticed
+// before a request is sent on it, so the first call after a restart works.
+//
+// Results keep error, miss and hit apart: a call returns a non-OK status only
+// when memcached could not answer (timeout, server down, a refused request);
+// a miss is `std::nullopt`, `false` or `StoreResult::kNotStored`/`kNotFound`.
+//
+// Keys: `key_prefix + key` must fit memcached's 250 bytes. Keys holding
+// spaces, control or non-ASCII bytes travel base64-encoded (the `b` flag), so
+// no key can inject a command; a key that cannot fit is InvalidArgument and
+// nothing is sent. Client flags pass through unchanged (pymemcache reads
+// 0 as bytes, 2 as int, 16 as text).
+
+#ifndef TIERCACHE_MEMCACHED_H_
+#define TIERCACHE_MEMCACHED_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "tiercache/cache.h"
+
+namespace tiercache {
+
+struct MemcachedOptions {
+  // "host:port" (IPv4, IPv6 in brackets, or a name) or a unix socket path
+  // (anything starting with '/'). Several servers form a pool.
+  std::vector<std::string> servers;
+  // A namespace for every key; counted in memcached's 250-byte key limit.
+  std::string key_prefix;
+  absl::Duration connect_timeout = absl::Seconds(1);
+  // No call waits longer than this.
+  absl::Duration op_timeout = absl::Milliseconds(500);
+  // TTL of writes that do not give one. InfiniteDuration: no expiry.
+  absl::Duration default_ttl = absl::InfiniteDuration();
+  // The server's item size limit (memcached -I, 1 MiB by default): larger
+  // values are refused here, before anything is sent.
+  size_t max_item_size = 1 << 20;
+  // Connections per server; requests are spread over them round-robin.
+  size_t connections_per_server = 2;
+  // Reconnect backoff while a server is down: starts here, doubles per
+  // failed attempt up to the maximum, +-50% jitter.
+  absl::Duration reconnect_backoff = absl::Milliseconds(20);
+  absl::Duration max_reconnect_backoff = absl::Seconds(2);
+};
+
+class MemcachedClient {
+ public:
+  // Validates the options (servers are not contacted: a server that is down
+  // now is an Unavailable later, not an error here).
+  static absl::StatusOr<std::unique_ptr<MemcachedClient>> Create(MemcachedOptions options);
+  ~MemcachedClient();
+  MemcachedClient(const MemcachedClient&) = delete;
+  MemcachedClient& operator=(const MemcachedClient&) = delete;
+
+  // A hit has the value, client flags, CAS and expiry (from the remaining TTL;
+  // InfiniteFuture when the item does not expire).
+  absl::StatusOr<std::optional<Item>> Get(std::string_view key);
+  // The hits among `keys`, fetched in one pipelined round trip per server.
+  absl::StatusOr<absl::flat_hash_map<std::string, Item>> GetMany(
+      absl::Span<const std::string_view> keys);
+
+  absl::StatusOr<StoreResult> Set(std::string_view key, std::string_view value,
+                                  WriteOptions options = {});
+  absl::StatusOr<StoreResult> Add(std::string_view key, std::string_view value,
+                                  WriteOptions options = {});
+  absl::StatusOr<StoreResult> Replace(std::string_view key, std::string_view value,
+                                      WriteOptions options = {});
+  // Append/Prepend leave flags and TTL as they are (options are ignored).
+  absl::StatusOr<StoreResult> Append(std::string_view key, std::string_view suffix);
+  absl::StatusOr<StoreResult> Prepend(std::string_view key, std::string_view prefix);
+  // kStored, kExists (someone wrote since `cas` was read) or kNotFound.
+  absl::StatusOr<StoreResult> CompareAndSwap(std::string_view key, std::string_view value,
+                                             uint64_t cas, WriteOptions options = {});
+  absl::StatusOr<bool> Delete(std::string_view key);
+  absl::StatusOr<bool> Touch(std::string_view key, absl::Duration ttl);
+  // memcached's counters: NotFound when the key is missing.
+  absl::StatusOr<uint64_t> Increment(std::string_view key, uint64_t delta);
+  absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
+
+  const MemcachedOptions& options() const { return options_; }
+
+  class Impl;
+  Impl& impl() { return *impl_; }  // internal: used by Mirror
+
+ private:
+  explicit MemcachedClient(MemcachedOptions options, std::unique_ptr<Impl> impl);
+  // `mode` is the meta protocol's M token (S, E, R, A, P).
+  absl::StatusOr<StoreResult> Store(std::string_view key, std::string_view value,
+                                    const WriteOptions& options, int mode,
+                                    std::optional<uint64_t> cas);
+  absl::StatusOr<uint64_t> AddToCounter(std::string_view key, uint64_t delta, bool increment);
+  MemcachedOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_MEMCACHED_H_

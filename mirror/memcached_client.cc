@@ -1,0 +1,288 @@
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "client_internal.h"
+#include "connection.h"
+#include "protocol/meta_protocol.h"
+#include "tiercache/memcached.h"
+
+namespace tiercache {
+
+using Code = mirror_internal::Response::Code;
+
+namespace {
+
+// A response line that is not one of the request's normal answers.
+absl::Status UnexpectedResponse(const Response& r, std::string_view what) {
+  switch (r.code) {
+    case Code::kClientError:
+      if (absl::StrContains(r.message, "non-numeric")) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: memcached cannot increment or decrement a non-numeric value", std::string(what)));
+      }
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: memcached refused the request: CLIENT_ERROR %s", std::string(what), r.message));
+    case Code::kServerError:
+      if (absl::StrContains(r.message, "out of memory")) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%s: memcached is out of memory: SERVER_ERROR %s", std::string(what), r.message));
+      }
+      if (absl::StrContains(r.message, "too large")) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: memcached refused the value: SERVER_ERROR %s", std::string(what), r.message));
+      }
+      return absl::InternalError(
+          absl::StrFormat("%s: SERVER_ERROR %s", std::string(what), r.message));
+    case Code::kError:
+      return absl::InternalError(
+          absl::StrFormat("%s: memcached does not know the command (ERROR)", std::string(what)));
+    default:
+      return absl::InternalError(absl::StrFormat("%s: unexpected response code %d",
+                                                 std::string(what), static_cast<int>(r.code)));
+  }
+}
+
+Item ToItem(Response& r) {
+  Item item;
+  item.value = std::move(r.value);
+  item.flags = r.client_flags.value_or(0);
+  item.cas = r.cas.value_or(0);
+  item.expiry = !r.ttl.has_value() || *r.ttl < 0 ? absl::InfiniteFuture()
+                                                 : absl::Now() + absl::Seconds(*r.ttl);
+  return item;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MemcachedClient>> MemcachedClient::Create(MemcachedOptions options) {
+  if (options.servers.empty()) return absl::InvalidArgumentError("no memcached servers given");
+  if (options.servers.size() > 1) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%d servers given: pools (ketama placement) are not supported yet; give one server",
+        options.servers.size()));
+  }
+  if (options.op_timeout <= absl::ZeroDuration() ||
+      options.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("op_timeout and connect_timeout must be positive");
+  }
+  if (options.default_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("default_ttl is %s; it must be positive (InfiniteDuration: never expire)",
+                        absl::FormatDuration(options.default_ttl)));
+  }
+  if (options.connections_per_server == 0) {
+    return absl::InvalidArgumentError("connections_per_server must be >= 1");
+  }
+  if (options.key_prefix.size() >= mirror_internal::kMaxWireKey) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key_prefix is %d bytes; memcached keys are at most 250", options.key_prefix.size()));
+  }
+  auto impl = std::make_unique<Impl>(options);
+  mirror_internal::ConnectionOptions connection_options;
+  connection_options.connect_timeout = options.connect_timeout;
+  connection_options.op_timeout = options.op_timeout;
+  connection_options.reconnect_backoff = options.reconnect_backoff;
+  connection_options.max_reconnect_backoff = options.max_reconnect_backoff;
+  connection_options.max_value_size = options.max_item_size;
+  for (const std::string& server : options.servers) {
+    absl::StatusOr<mirror_internal::Endpoint> endpoint = mirror_internal::ParseEndpoint(server);
+    if (!endpoint.ok()) return endpoint.status();
+    auto entry = std::make_unique<Impl::Server>();
+    for (size_t i = 0; i < options.connections_per_server; ++i) {
+      entry->connections.push_back(std::make_unique<Connection>(*endpoint, connection_options));
+    }
+    impl->servers_.push_back(std::move(entry));
+  }
+  return std::unique_ptr<MemcachedClient>(new MemcachedClient(std::move(options), std::move(impl)));
+}
+
+MemcachedClient::MemcachedClient(MemcachedOptions options, std::unique_ptr<Impl> impl)
+    : options_(std::move(options)), impl_(std::move(impl)) {}
+
+MemcachedClient::~MemcachedClient() = default;
+
+absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
+  absl::StatusOr<WireKey> wire = impl_->Key(key);
+  if (!wire.ok()) return wire.status();
+  std::string request;
+  mirror_internal::EncodeGet(*wire, {}, {}, &request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kMiss) return std::optional<Item>();
+  if (r->code != Code::kValue) return UnexpectedResponse(*r, "get");
+  return std::optional<Item>(ToItem(*r));
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
+    absl::Span<const std::string_view> keys) {
+  absl::flat_hash_map<std::string, Item> found;
+  if (keys.empty()) return found;
+  // Quiet gets, each tagged with its index, then a no-op: misses send
+  // nothing, hits carry their tag, MN ends the answer. One round trip.
+  std::vector<WireKey> wire_keys;
+  wire_keys.reserve(keys.size());
+  std::string request;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    absl::StatusOr<WireKey> wire = impl_->Key(keys[i]);
+    if (!wire.ok()) return wire.status();
+    mirror_internal::EncodeGet(*wire, {}, {static_cast<uint32_t>(i), /*quiet=*/true}, &request);
+    wire_keys.push_back(*std::move(wire));
+  }
+  mirror_internal::EncodeNoop(&request);
+  absl::StatusOr<std::vector<Response>> responses =
+      impl_->ServerFor(wire_keys.front()).Pick().Call(request, 0, impl_->Deadline());
+  if (!responses.ok()) return responses.status();
+  for (Response& r : *responses) {
+    if (r.code != Code::kValue) return UnexpectedResponse(r, "get_many");
+    if (!r.opaque.has_value() || *r.opaque >= keys.size()) {
+      return absl::DataLossError("get_many: a hit came back without a valid opaque tag");
+    }
+    const std::string_view key = keys[*r.opaque];
+    found.insert_or_assign(absl::string_view(key.data(), key.size()), ToItem(r));
+  }
+  return found;
+}
+
+namespace {
+
+StoreResult ToStoreResult(Code code) {
+  switch (code) {
+    case Code::kHit:
+      return StoreResult::kStored;
+    case Code::kExists:
+      return StoreResult::kExists;
+    case Code::kNotFound:
+      return StoreResult::kNotFound;
+    default:
+      return StoreResult::kNotStored;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<StoreResult> MemcachedClient::Store(std::string_view key, std::string_view value,
+                                                   const WriteOptions& options, int mode,
+                                                   std::optional<uint64_t> cas) {
+  absl::StatusOr<WireKey> wire = impl_->Key(key);
+  if (!wire.ok()) return wire.status();
+  if (absl::Status s = impl_->CheckValue(*wire, value.size()); !s.ok()) return s;
+  absl::StatusOr<int64_t> ttl =
+      mirror_internal::EncodeTtl(options.ttl.value_or(options_.default_ttl), absl::Now());
+  if (!ttl.ok()) return ttl.status();
+  mirror_internal::SetRequest set;
+  set.value = value;
+  set.client_flags = options.flags;
+  set.ttl = *ttl;
+  set.mode = static_cast<mirror_internal::StoreMode>(mode);
+  set.compare_cas = cas;
+  std::string request;
+  mirror_internal::EncodeSet(*wire, set, {}, &request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  if (!r.ok()) return r.status();
+  switch (r->code) {
+    case Code::kHit:
+    case Code::kNotStored:
+    case Code::kExists:
+    case Code::kNotFound:
+      return ToStoreResult(r->code);
+    default:
+      return UnexpectedResponse(*r, "store");
+  }
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Set(std::string_view key, std::string_view value,
+                                                 WriteOptions options) {
+  return Store(key, value, options, 'S', std::nullopt);
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Add(std::string_view key, std::string_view value,
+                                                 WriteOptions options) {
+  return Store(key, value, options, 'E', std::nullopt);
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Replace(std::string_view key, std::string_view value,
+                                                     WriteOptions options) {
+  return Store(key, value, options, 'R', std::nullopt);
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Append(std::string_view key, std::string_view suffix) {
+  return Store(key, suffix, {}, 'A', std::nullopt);
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Prepend(std::string_view key,
+                                                     std::string_view prefix) {
+  return Store(key, prefix, {}, 'P', std::nullopt);
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::CompareAndSwap(std::string_view key,
+                                                            std::string_view value, uint64_t cas,
+                                                            WriteOptions options) {
+  return Store(key, value, options, 'S', cas);
+}
+
+absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
+  absl::StatusOr<WireKey> wire = impl_->Key(key);
+  if (!wire.ok()) return wire.status();
+  std::string request;
+  mirror_internal::EncodeDelete(*wire, {}, {}, &request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kHit) return true;
+  if (r->code == Code::kNotFound) return false;
+  return UnexpectedResponse(*r, "delete");
+}
+
+absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration ttl) {
+  absl::StatusOr<WireKey> wire = impl_->Key(key);
+  if (!wire.ok()) return wire.status();
+  absl::StatusOr<int64_t> token = mirror_internal::EncodeTtl(ttl, absl::Now());
+  if (!token.ok()) return token.status();
+  mirror_internal::GetRequest get;
+  get.value = false;
+  get.touch_ttl = *token;
+  std::string request;
+  mirror_internal::EncodeGet(*wire, get, {}, &request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kHit) return true;
+  if (r->code == Code::kMiss) return false;
+  return UnexpectedResponse(*r, "touch");
+}
+
+absl::StatusOr<uint64_t> MemcachedClient::AddToCounter(std::string_view key, uint64_t delta,
+                                                       bool increment) {
+  absl::StatusOr<WireKey> wire = impl_->Key(key);
+  if (!wire.ok()) return wire.status();
+  mirror_internal::ArithmeticRequest arithmetic;
+  arithmetic.increment = increment;
+  arithmetic.delta = delta;
+  std::string request;
+  mirror_internal::EncodeArithmetic(*wire, arithmetic, {}, &request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kNotFound) {
+    return absl::NotFoundError(
+        absl::StrFormat("key '%s' is not in memcached", absl::CEscape(std::string(key))));
+  }
+  if (r->code != Code::kValue) return UnexpectedResponse(*r, increment ? "incr" : "decr");
+  uint64_t number = 0;
+  if (!absl::SimpleAtoi(r->value, &number)) {
+    return absl::DataLossError(absl::StrFormat("incr/decr: memcached answered '%s', not a number",
+                                               absl::CEscape(r->value)));
+  }
+  return number;
+}
+
+absl::StatusOr<uint64_t> MemcachedClient::Increment(std::string_view key, uint64_t delta) {
+  return AddToCounter(key, delta, /*increment=*/true);
+}
+
+absl::StatusOr<uint64_t> MemcachedClient::Decrement(std::string_view key, uint64_t delta) {
+  return AddToCounter(key, delta, /*increment=*/false);
+}
+
+}  // namespace tiercache

@@ -1,0 +1,409 @@
+#include "protocol/meta_protocol.h"
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace tiercache::mirror_internal {
+namespace {
+
+// Debian's abseil has its own string_view; convert explicitly at its calls.
+absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// ---------------------------------------------------------------------------
+// Requests
+
+// memcached splits request lines on spaces and ends them at \n; 0x21..0x7e is
+// the range that can do neither and that classic clients also accept.
+bool IsPlainKeyByte(char c) {
+  const auto byte = static_cast<unsigned char>(c);
+  return byte >= 0x21 && byte <= 0x7e;
+}
+
+size_t Base64Size(size_t raw_size) { return (raw_size + 2) / 3 * 4; }
+
+template <typename Int>
+void AppendNumber(Int n, std::string* out) {
+  char digits[24];  // enough for any 64-bit integer with its sign
+  const auto result = std::to_chars(digits, digits + sizeof(digits), n);
+  out->append(digits, result.ptr);
+}
+
+void AppendFlag(char flag, std::string* out) {
+  out->push_back(' ');
+  out->push_back(flag);
+}
+
+template <typename Int>
+void AppendFlag(char flag, Int token, std::string* out) {
+  AppendFlag(flag, out);
+  AppendNumber(token, out);
+}
+
+// "<command> <key>"; callers add the `b` flag where their line puts it.
+void AppendCommandAndKey(std::string_view command, const WireKey& key, std::string* out) {
+  out->append(command);
+  out->push_back(' ');
+  out->append(key.text);
+}
+
+void AppendBase64Flag(const WireKey& key, std::string* out) {
+  if (key.base64) AppendFlag('b', out);
+}
+
+// The flags every request may end with, then the end of the line.
+void AppendTagAndEnd(const RequestTag& tag, std::string* out) {
+  if (tag.opaque.has_value()) AppendFlag('O', *tag.opaque, out);
+  if (tag.quiet) AppendFlag('q', out);
+  out->append("\r\n");
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+// memcached's own lines are short (a key, a few numbers); a longer one means
+// the stream is not what we think it is, and waiting for its end could buffer
+// without bound.
+constexpr size_t kMaxLineBytes = 8192;
+// How much of a malformed input an error message quotes.
+constexpr size_t kQuoteBytes = 40;
+
+std::string Quote(std::string_view bytes) {
+  const bool truncated = bytes.size() > kQuoteBytes;
+  return absl::StrCat("\"", absl::CEscape(AsAbsl(bytes.substr(0, kQuoteBytes))),
+                      truncated ? "...\"" : "\"");
+}
+
+absl::Status Malformed(std::string_view problem, std::string_view bytes) {
+  return absl::DataLossError(
+      absl::StrCat("malformed memcached response: ", AsAbsl(problem), ": ", Quote(bytes)));
+}
+
+// Digits only (and a leading '-' for signed types): no spaces, no '+', no
+// overflow. memcached writes numbers exactly this way.
+template <typename Int>
+std::optional<Int> ParseNumber(std::string_view text) {
+  Int value{};
+  const char* end = text.data() + text.size();
+  const auto result = std::from_chars(text.data(), end, value);
+  if (text.empty() || result.ec != std::errc() || result.ptr != end) return std::nullopt;
+  return value;
+}
+
+std::vector<std::string_view> SplitOnSpaces(std::string_view line) {
+  std::vector<std::string_view> tokens;
+  while (!line.empty()) {
+    const size_t space = line.find(' ');
+    if (space != 0) tokens.push_back(line.substr(0, space));
+    if (space == std::string_view::npos) break;
+    line.remove_prefix(space + 1);
+  }
+  return tokens;
+}
+
+// The first line of `pending` without its \r\n; nullopt until its \n arrives.
+// Only the first kMaxLineBytes + 2 bytes are searched: past that the line is
+// too long whatever follows, so the verdict does not depend on how the bytes
+// were split.
+absl::StatusOr<std::optional<std::string_view>> FirstLine(std::string_view pending) {
+  const std::string_view window = pending.substr(0, kMaxLineBytes + 2);
+  const size_t newline = window.find('\n');
+  if (newline == std::string_view::npos) {
+    if (window.size() < kMaxLineBytes + 2) return std::nullopt;
+    return Malformed(absl::StrCat("a line longer than ", kMaxLineBytes, " bytes"), window);
+  }
+  if (newline == 0 || window[newline - 1] != '\r') {
+    return Malformed("a line ending in \\n without \\r", window.substr(0, newline + 1));
+  }
+  return window.substr(0, newline - 1);
+}
+
+// Return flags after the code (and VA's length). Flags we never request (k, b,
+// s, h, l, ...) are skipped; a flag we read must be well formed.
+absl::Status ParseReturnFlags(const std::vector<std::string_view>& tokens, size_t first,
+                              std::string_view line, Response* response) {
+  for (size_t i = first; i < tokens.size(); ++i) {
+    const std::string_view token = tokens[i];
+    const std::string_view number = token.substr(1);
+    bool valid = true;
+    switch (token[0]) {
+      case 'f':
+        response->client_flags = ParseNumber<uint32_t>(number);
+        valid = response->client_flags.has_value();
+        break;
+      case 'c':
+        response->cas = ParseNumber<uint64_t>(number);
+        valid = response->cas.has_value();
+        break;
+      case 't':
+        response->ttl = ParseNumber<int64_t>(number);
+        valid = response->ttl.has_value();
+        break;
+      case 'O':
+        response->opaque = ParseNumber<uint32_t>(number);
+        valid = response->opaque.has_value();
+        break;
+      case 'W':
+        response->won = true;
+        valid = number.empty();
+        break;
+      case 'X':
+        response->stale = true;
+        valid = number.empty();
+        break;
+      case 'Z':
+        response->lost = true;
+        valid = number.empty();
+        break;
+      default:
+        break;
+    }
+    if (!valid) {
+      return Malformed(absl::StrCat("bad return flag ", Quote(token), " in line"), line);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One response and the bytes it took from the stream.
+struct Parsed {
+  Response response;
+  size_t size = 0;
+};
+
+std::optional<Response::Code> MetaCode(std::string_view token) {
+  using Code = Response::Code;
+  if (token == "VA") return Code::kValue;
+  if (token == "HD") return Code::kHit;
+  if (token == "EN") return Code::kMiss;
+  if (token == "NS") return Code::kNotStored;
+  if (token == "EX") return Code::kExists;
+  if (token == "NF") return Code::kNotFound;
+  if (token == "MN") return Code::kNoop;
+  return std::nullopt;
+}
+
+std::optional<Response::Code> ErrorCode(std::string_view token) {
+  using Code = Response::Code;
+  if (token == "ERROR") return Code::kError;
+  if (token == "CLIENT_ERROR") return Code::kClientError;
+  if (token == "SERVER_ERROR") return Code::kServerError;
+  return std::nullopt;
+}
+
+// The next response at the start of `pending`, nullopt if it is incomplete.
+absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t max_value_size) {
+  absl::StatusOr<std::optional<std::string_view>> first_line = FirstLine(pending);
+  if (!first_line.ok()) return first_line.status();
+  if (!first_line->has_value()) return std::nullopt;
+  const std::string_view line = **first_line;
+  const size_t line_size = line.size() + 2;
+
+  Parsed parsed;
+  Response& response = parsed.response;
+  const std::vector<std::string_view> tokens = SplitOnSpaces(line);
+  const std::string_view code = tokens.empty() ? std::string_view() : tokens[0];
+
+  if (std::optional<Response::Code> error = ErrorCode(code)) {
+    // Error text is free-form (it may hold any bytes but \n): keep it whole.
+    response.code = *error;
+    const auto code_end = static_cast<size_t>(code.data() - line.data()) + code.size();
+    const size_t text_start = line.find_first_not_of(' ', code_end);
+    if (text_start != std::string_view::npos)
+      response.message = std::string(line.substr(text_start));
+    parsed.size = line_size;
+    return parsed;
+  }
+
+  std::optional<Response::Code> meta = MetaCode(code);
+  if (!meta.has_value()) return Malformed("unknown response code in line", line);
+  response.code = *meta;
+  if (response.code != Response::Code::kValue) {
+    if (absl::Status status = ParseReturnFlags(tokens, 1, line, &response); !status.ok()) {
+      return status;
+    }
+    parsed.size = line_size;
+    return parsed;
+  }
+
+  // VA <length> <flags>*\r\n<data>\r\n. The length is checked before anything
+  // waits for or copies that many bytes.
+  std::optional<uint64_t> length =
+      tokens.size() > 1 ? ParseNumber<uint64_t>(tokens[1]) : std::nullopt;
+  if (!length.has_value()) return Malformed("VA length is not a number in line", line);
+  if (*length > max_value_size) {
+    return Malformed(absl::StrCat("VA length ", *length, " exceeds the limit of ", max_value_size,
+                                  " bytes in line"),
+                     line);
+  }
+  if (absl::Status status = ParseReturnFlags(tokens, 2, line, &response); !status.ok()) {
+    return status;
+  }
+  const size_t value_size = static_cast<size_t>(*length);
+  const std::string_view block = pending.substr(line_size);
+  if (block.size() < 2 || block.size() - 2 < value_size) return std::nullopt;
+  const std::string_view terminator = block.substr(value_size, 2);
+  if (terminator != "\r\n") {
+    return absl::DataLossError(absl::StrCat("malformed memcached response: the ", value_size,
+                                            "-byte value of line ", Quote(line), " ends in ",
+                                            Quote(terminator), ", not \\r\\n"));
+  }
+  response.value = std::string(block.substr(0, value_size));
+  parsed.size = line_size + value_size + 2;
+  return parsed;
+}
+
+}  // namespace
+
+absl::StatusOr<WireKey> EncodeKey(std::string_view prefix, std::string_view key) {
+  if (key.empty()) return absl::InvalidArgumentError("key is empty");
+  const size_t raw_size = prefix.size() + key.size();
+  const bool plain = std::all_of(prefix.begin(), prefix.end(), IsPlainKeyByte) &&
+                     std::all_of(key.begin(), key.end(), IsPlainKeyByte);
+  // Sized before encoding, so a huge key costs nothing but this message.
+  const size_t wire_size = plain ? raw_size : Base64Size(raw_size);
+  if (wire_size > kMaxWireKey) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "key is ", raw_size, " bytes",
+        prefix.empty() ? "" : absl::StrCat(" with its ", prefix.size(), "-byte prefix"),
+        plain ? ""
+              : absl::StrCat(" (", wire_size,
+                             " bytes in base64 because it holds spaces, control or non-ASCII "
+                             "bytes)"),
+        "; memcached's limit is ", kMaxWireKey));
+  }
+  WireKey wire;
+  wire.text = absl::StrCat(AsAbsl(prefix), AsAbsl(key));
+  if (!plain) {
+    wire.text = absl::Base64Escape(wire.text);
+    wire.base64 = true;
+  }
+  return wire;
+}
+
+absl::StatusOr<int64_t> EncodeTtl(absl::Duration ttl, absl::Time now) {
+  if (ttl == absl::InfiniteDuration()) return 0;
+  if (ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl is ", absl::FormatDuration(ttl),
+                     "; it must be positive (InfiniteDuration: never expire)"));
+  }
+  // The server clock ticks in whole seconds; rounding down could turn 500ms
+  // into 0, which means "never expire".
+  const int64_t seconds = absl::ToInt64Seconds(absl::Ceil(ttl, absl::Seconds(1)));
+  if (seconds <= kMaxRelativeTtlSeconds) return seconds;
+  // Time arithmetic saturates, so an enormous TTL cannot overflow here.
+  const int64_t expiry = absl::ToUnixSeconds(now + absl::Seconds(seconds));
+  // memcached 1.6.18 keeps expiry times in 32 bits: a later one wraps and the
+  // item is stored already expired.
+  if (expiry > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl is ", absl::FormatDuration(ttl),
+                     "; it ends after 2038-01-19T03:14:07Z, past memcached's 32-bit expiry "
+                     "times (InfiniteDuration: never expire)"));
+  }
+  return expiry;
+}
+
+void EncodeGet(const WireKey& key, const GetRequest& request, const RequestTag& tag,
+               std::string* out) {
+  AppendCommandAndKey("mg", key, out);
+  AppendBase64Flag(key, out);
+  if (request.value) AppendFlag('v', out);
+  // Flags, CAS and remaining TTL are always asked for: L1 fills need all three.
+  out->append(" f c t");
+  if (request.vivify_ttl.has_value()) AppendFlag('N', *request.vivify_ttl, out);
+  if (request.recache_ttl.has_value()) AppendFlag('R', *request.recache_ttl, out);
+  if (request.touch_ttl.has_value()) AppendFlag('T', *request.touch_ttl, out);
+  AppendTagAndEnd(tag, out);
+}
+
+void EncodeSet(const WireKey& key, const SetRequest& request, const RequestTag& tag,
+               std::string* out) {
+  AppendCommandAndKey("ms", key, out);
+  out->push_back(' ');
+  AppendNumber(request.value.size(), out);
+  AppendBase64Flag(key, out);
+  AppendFlag('F', request.client_flags, out);
+  AppendFlag('T', request.ttl, out);
+  AppendFlag('M', out);
+  out->push_back(static_cast<char>(request.mode));
+  if (request.compare_cas.has_value()) AppendFlag('C', *request.compare_cas, out);
+  if (request.invalidate) AppendFlag('I', out);
+  // The new CAS lets the caller keep its L1 copy revalidatable.
+  AppendFlag('c', out);
+  AppendTagAndEnd(tag, out);
+  // The data block is length-delimited: its bytes are sent as they are.
+  out->append(request.value);
+  out->append("\r\n");
+}
+
+void EncodeDelete(const WireKey& key, const DeleteRequest& request, const RequestTag& tag,
+                  std::string* out) {
+  AppendCommandAndKey("md", key, out);
+  AppendBase64Flag(key, out);
+  if (request.compare_cas.has_value()) AppendFlag('C', *request.compare_cas, out);
+  if (request.invalidate_ttl.has_value()) {
+    AppendFlag('I', out);
+    AppendFlag('T', *request.invalidate_ttl, out);
+  }
+  AppendTagAndEnd(tag, out);
+}
+
+void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, const RequestTag& tag,
+                      std::string* out) {
+  AppendCommandAndKey("ma", key, out);
+  AppendBase64Flag(key, out);
+  AppendFlag('v', out);
+  out->append(request.increment ? " MI" : " MD");
+  AppendFlag('D', request.delta, out);
+  if (request.create_ttl.has_value()) {
+    AppendFlag('N', *request.create_ttl, out);
+    AppendFlag('J', request.initial, out);
+  }
+  AppendTagAndEnd(tag, out);
+}
+
+void EncodeNoop(std::string* out) { out->append("mn\r\n"); }
+
+void ResponseParser::Feed(std::string_view bytes) {
+  // Nothing after a malformed response can be trusted; keep no more of it.
+  if (!failed_.ok()) return;
+  // Dropping the consumed front only once it is the larger half keeps the
+  // cost per byte constant and the buffer within twice what is pending.
+  if (consumed_ > buffer_.size() / 2) {
+    buffer_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  buffer_.append(bytes);
+}
+
+absl::StatusOr<std::optional<Response>> ResponseParser::Next() {
+  if (!failed_.ok()) return failed_;
+  const std::string_view pending = std::string_view(buffer_).substr(consumed_);
+  absl::StatusOr<std::optional<Parsed>> parsed = ParseOne(pending, max_value_size_);
+  if (!parsed.ok()) {
+    failed_ = parsed.status();
+    return failed_;
+  }
+  if (!parsed->has_value()) return std::nullopt;
+  consumed_ += (*parsed)->size;
+  if (consumed_ == buffer_.size()) {
+    buffer_.clear();
+    consumed_ = 0;
+  }
+  return std::move((*parsed)->response);
+}
+
+void ResponseParser::Reset() {
+  buffer_.clear();
+  consumed_ = 0;
+  failed_ = absl::OkStatus();
+}
+
+}  // namespace tiercache::mirror_internal
