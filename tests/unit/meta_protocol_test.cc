@@ -1,0 +1,778 @@
+#include "protocol/meta_protocol.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace tiercache::mirror_internal {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+MATCHER_P(IsOkAndHolds, matcher, "") {
+  if (!arg.ok()) {
+    *result_listener << "status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
+}
+
+MATCHER_P2(StatusIs, code, message, "") {
+  const absl::Status& status = arg.status();
+  *result_listener << "status is " << status;
+  return status.code() == code && std::string(status.message()) == std::string(message);
+}
+
+MATCHER_P2(IsWireKey, text, base64, "") {
+  *result_listener << "text \"" << absl::CEscape(arg.text) << "\", base64 " << arg.base64;
+  return arg.text == text && arg.base64 == base64;
+}
+
+WireKey Key(std::string_view key, std::string_view prefix = "") {
+  absl::StatusOr<WireKey> wire = EncodeKey(prefix, key);
+  EXPECT_TRUE(wire.ok()) << wire.status();
+  return wire.ok() ? *wire : WireKey{};
+}
+
+std::string Escaped(std::string_view bytes) {
+  return absl::CEscape(absl::string_view(bytes.data(), bytes.size()));
+}
+
+// ---------------------------------------------------------------------------
+// EncodeKey
+
+TEST(EncodeKeyTest, PrintableKeyIsSentAsIs) {
+  EXPECT_THAT(EncodeKey("", "user:42"), IsOkAndHolds(IsWireKey("user:42", false)));
+  EXPECT_THAT(EncodeKey("", "!~"), IsOkAndHolds(IsWireKey("!~", false)));  // 0x21, 0x7e
+}
+
+TEST(EncodeKeyTest, PrefixComesFirst) {
+  EXPECT_THAT(EncodeKey("app1:", "user:42"), IsOkAndHolds(IsWireKey("app1:user:42", false)));
+}
+
+TEST(EncodeKeyTest, SpaceMakesBase64) {
+  EXPECT_THAT(EncodeKey("", "a b"), IsOkAndHolds(IsWireKey("YSBi", true)));
+}
+
+TEST(EncodeKeyTest, PrefixIsEncodedWithTheKey) {
+  EXPECT_THAT(EncodeKey("my app:", "k"), IsOkAndHolds(IsWireKey("bXkgYXBwOms=", true)));
+  EXPECT_THAT(EncodeKey("app:", "a b"),
+              IsOkAndHolds(IsWireKey(absl::Base64Escape("app:a b"), true)));
+}
+
+TEST(EncodeKeyTest, EveryUnsafeByteMakesBase64) {
+  const std::vector<std::string> keys = {
+      "a b",      "a\r\nb",    std::string("a\0b", 3), "a\x7f", "caf\xc3\xa9", "\t", " ", "a\x1f",
+      "\x80\xff", "trailing ",
+  };
+  for (const std::string& key : keys) {
+    SCOPED_TRACE(Escaped(key));
+    absl::StatusOr<WireKey> wire = EncodeKey("", key);
+    ASSERT_TRUE(wire.ok()) << wire.status();
+    EXPECT_TRUE(wire->base64);
+    EXPECT_EQ(wire->text, absl::Base64Escape(key));
+    std::string decoded;
+    ASSERT_TRUE(absl::Base64Unescape(wire->text, &decoded));
+    EXPECT_EQ(decoded, key);
+  }
+  EXPECT_THAT(EncodeKey("", std::string("a\0b", 3)), IsOkAndHolds(IsWireKey("YQBi", true)));
+  EXPECT_THAT(EncodeKey("", "a\x7f"), IsOkAndHolds(IsWireKey("YX8=", true)));
+  EXPECT_THAT(EncodeKey("", "caf\xc3\xa9"), IsOkAndHolds(IsWireKey("Y2Fmw6k=", true)));
+}
+
+TEST(EncodeKeyTest, CommandInKeyBecomesBase64) {
+  EXPECT_THAT(EncodeKey("", "a\r\nflush_all"), IsOkAndHolds(IsWireKey("YQ0KZmx1c2hfYWxs", true)));
+}
+
+TEST(EncodeKeyTest, EmptyKeyIsRejected) {
+  EXPECT_THAT(EncodeKey("", ""), StatusIs(absl::StatusCode::kInvalidArgument, "key is empty"));
+  EXPECT_THAT(EncodeKey("app:", ""), StatusIs(absl::StatusCode::kInvalidArgument, "key is empty"));
+}
+
+TEST(EncodeKeyTest, PlainLimitIs250Bytes) {
+  EXPECT_THAT(EncodeKey("", std::string(250, 'a')),
+              IsOkAndHolds(IsWireKey(std::string(250, 'a'), false)));
+  EXPECT_THAT(
+      EncodeKey("", std::string(251, 'a')),
+      StatusIs(absl::StatusCode::kInvalidArgument, "key is 251 bytes; memcached's limit is 250"));
+}
+
+TEST(EncodeKeyTest, PrefixCountsTowardTheLimit) {
+  const std::string prefix(10, 'p');
+  EXPECT_THAT(EncodeKey(prefix, std::string(240, 'a')),
+              IsOkAndHolds(IsWireKey(prefix + std::string(240, 'a'), false)));
+  EXPECT_THAT(EncodeKey(prefix, std::string(241, 'a')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "key is 251 bytes with its 10-byte prefix; memcached's limit is 250"));
+}
+
+TEST(EncodeKeyTest, Base64LimitIs186RawBytes) {
+  // 186 bytes -> 248 base64 characters; 187 -> 252.
+  absl::StatusOr<WireKey> fits = EncodeKey("", std::string(186, ' '));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->text.size(), 248u);
+  EXPECT_TRUE(fits->base64);
+  EXPECT_THAT(EncodeKey("", std::string(187, ' ')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "key is 187 bytes (252 bytes in base64 because it holds spaces, control "
+                       "or non-ASCII bytes); memcached's limit is 250"));
+}
+
+TEST(EncodeKeyTest, Base64MessageNamesPrefix) {
+  EXPECT_THAT(EncodeKey(std::string(10, 'p'), std::string(290, ' ')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "key is 300 bytes with its 10-byte prefix (400 bytes in base64 because it "
+                       "holds spaces, control or non-ASCII bytes); memcached's limit is 250"));
+}
+
+// ---------------------------------------------------------------------------
+// EncodeTtl
+
+const absl::Time kNow = absl::FromUnixSeconds(1700000000);
+
+TEST(EncodeTtlTest, InfiniteIsZero) {
+  EXPECT_THAT(EncodeTtl(absl::InfiniteDuration(), kNow), IsOkAndHolds(0));
+}
+
+TEST(EncodeTtlTest, SecondsRoundUp) {
+  EXPECT_THAT(EncodeTtl(absl::Nanoseconds(1), kNow), IsOkAndHolds(1));
+  EXPECT_THAT(EncodeTtl(absl::Milliseconds(1), kNow), IsOkAndHolds(1));
+  EXPECT_THAT(EncodeTtl(absl::Seconds(1), kNow), IsOkAndHolds(1));
+  EXPECT_THAT(EncodeTtl(absl::Milliseconds(1500), kNow), IsOkAndHolds(2));
+  EXPECT_THAT(EncodeTtl(absl::Minutes(5), kNow), IsOkAndHolds(300));
+}
+
+TEST(EncodeTtlTest, ThirtyDaysIsStillRelative) {
+  EXPECT_THAT(EncodeTtl(absl::Hours(24 * 30), kNow), IsOkAndHolds(2592000));
+}
+
+TEST(EncodeTtlTest, LongerIsAbsolute) {
+  EXPECT_THAT(EncodeTtl(absl::Hours(24 * 30) + absl::Seconds(1), kNow),
+              IsOkAndHolds(1700000000 + 2592001));
+  EXPECT_THAT(EncodeTtl(absl::Hours(24 * 30) + absl::Milliseconds(1), kNow),
+              IsOkAndHolds(1700000000 + 2592001));
+  EXPECT_THAT(EncodeTtl(absl::Hours(24 * 40), kNow), IsOkAndHolds(1700000000 + 3456000));
+}
+
+TEST(EncodeTtlTest, ZeroAndNegativeAreRejected) {
+  EXPECT_THAT(EncodeTtl(absl::ZeroDuration(), kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ttl is 0; it must be positive (InfiniteDuration: never expire)"));
+  EXPECT_THAT(EncodeTtl(absl::Seconds(-1), kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ttl is -1s; it must be positive (InfiniteDuration: never expire)"));
+  EXPECT_THAT(EncodeTtl(-absl::InfiniteDuration(), kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ttl is -inf; it must be positive (InfiniteDuration: never expire)"));
+}
+
+// memcached 1.6.18 stores T2147483648 and then answers EN: expiry times wrap
+// past 32 bits, so such a TTL must not be sent.
+TEST(EncodeTtlTest, ExpiryPast2038IsRejected) {
+  const int64_t last = std::numeric_limits<int32_t>::max();
+  EXPECT_THAT(EncodeTtl(absl::Seconds(last - 1700000000), kNow), IsOkAndHolds(last));
+  EXPECT_THAT(EncodeTtl(absl::Seconds(last - 1700000000 + 1), kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "ttl is 124301h48s; it ends after 2038-01-19T03:14:07Z, past memcached's "
+                       "32-bit expiry times (InfiniteDuration: never expire)"));
+  EXPECT_FALSE(EncodeTtl(absl::Hours(24 * 365 * 1000), kNow).ok());
+  // The largest finite Duration must not overflow the addition.
+  EXPECT_FALSE(EncodeTtl(absl::Seconds(std::numeric_limits<int64_t>::max()), kNow).ok());
+}
+
+// ---------------------------------------------------------------------------
+// Request encoders: exact bytes
+
+TEST(EncodeGetTest, Default) {
+  std::string out;
+  EncodeGet(Key("user:42"), GetRequest{}, RequestTag{}, &out);
+  EXPECT_EQ(out, "mg user:42 v f c t\r\n");
+}
+
+TEST(EncodeGetTest, AllOptions) {
+  GetRequest request;
+  request.value = false;
+  request.vivify_ttl = 30;
+  request.recache_ttl = 10;
+  request.touch_ttl = 1800000000;
+  RequestTag tag;
+  tag.opaque = 7;
+  tag.quiet = true;
+  std::string out;
+  EncodeGet(Key("a b"), request, tag, &out);
+  EXPECT_EQ(out, "mg YSBi b f c t N30 R10 T1800000000 O7 q\r\n");
+}
+
+TEST(EncodeGetTest, Base64KeyWithValue) {
+  std::string out;
+  EncodeGet(Key("a b"), GetRequest{}, RequestTag{}, &out);
+  EXPECT_EQ(out, "mg YSBi b v f c t\r\n");
+}
+
+TEST(EncodeGetTest, AppendsToOutput) {
+  std::string out = "mn\r\n";
+  RequestTag tag;
+  tag.opaque = 0;
+  EncodeGet(Key("k"), GetRequest{}, tag, &out);
+  EXPECT_EQ(out, "mn\r\nmg k v f c t O0\r\n");
+}
+
+TEST(EncodeSetTest, Default) {
+  SetRequest request;
+  request.value = "hello";
+  std::string out;
+  EncodeSet(Key("k"), request, RequestTag{}, &out);
+  EXPECT_EQ(out, "ms k 5 F0 T0 MS c\r\nhello\r\n");
+}
+
+TEST(EncodeSetTest, AllOptions) {
+  SetRequest request;
+  request.value = "abc";
+  request.client_flags = 4294967295u;
+  request.ttl = 300;
+  request.mode = StoreMode::kReplace;
+  request.compare_cas = 18446744073709551615u;
+  request.invalidate = true;
+  RequestTag tag;
+  tag.opaque = 4294967295u;
+  tag.quiet = true;
+  std::string out;
+  EncodeSet(Key("a b"), request, tag, &out);
+  EXPECT_EQ(out,
+            "ms YSBi 3 b F4294967295 T300 MR C18446744073709551615 I c O4294967295 q\r\n"
+            "abc\r\n");
+}
+
+TEST(EncodeSetTest, EveryMode) {
+  const std::vector<std::pair<StoreMode, std::string>> modes = {
+      {StoreMode::kSet, "MS"},    {StoreMode::kAdd, "ME"},     {StoreMode::kReplace, "MR"},
+      {StoreMode::kAppend, "MA"}, {StoreMode::kPrepend, "MP"},
+  };
+  for (const auto& [mode, token] : modes) {
+    SetRequest request;
+    request.value = "v";
+    request.client_flags = 16;
+    request.ttl = 60;
+    request.mode = mode;
+    std::string out;
+    EncodeSet(Key("k"), request, RequestTag{}, &out);
+    EXPECT_EQ(out, "ms k 1 F16 T60 " + token + " c\r\nv\r\n");
+  }
+}
+
+TEST(EncodeSetTest, BinaryValueIsSentAsIs) {
+  const std::string value("a\r\nEN\r\n\0\xff", 9);
+  SetRequest request;
+  request.value = value;
+  std::string out;
+  EncodeSet(Key("k"), request, RequestTag{}, &out);
+  EXPECT_EQ(out, "ms k 9 F0 T0 MS c\r\n" + value + "\r\n");
+}
+
+TEST(EncodeSetTest, EmptyValue) {
+  std::string out;
+  EncodeSet(Key("k"), SetRequest{}, RequestTag{}, &out);
+  EXPECT_EQ(out, "ms k 0 F0 T0 MS c\r\n\r\n");
+}
+
+TEST(EncodeDeleteTest, Default) {
+  std::string out;
+  EncodeDelete(Key("k"), DeleteRequest{}, RequestTag{}, &out);
+  EXPECT_EQ(out, "md k\r\n");
+}
+
+TEST(EncodeDeleteTest, AllOptions) {
+  DeleteRequest request;
+  request.compare_cas = 9;
+  request.invalidate_ttl = 30;
+  RequestTag tag;
+  tag.opaque = 1;
+  tag.quiet = true;
+  std::string out;
+  EncodeDelete(Key("a b"), request, tag, &out);
+  EXPECT_EQ(out, "md YSBi b C9 I T30 O1 q\r\n");
+}
+
+TEST(EncodeArithmeticTest, Default) {
+  std::string out;
+  EncodeArithmetic(Key("n"), ArithmeticRequest{}, RequestTag{}, &out);
+  EXPECT_EQ(out, "ma n v MI D1\r\n");
+}
+
+TEST(EncodeArithmeticTest, AllOptions) {
+  ArithmeticRequest request;
+  request.increment = false;
+  request.delta = 18446744073709551615u;
+  request.create_ttl = 60;
+  request.initial = 10;
+  RequestTag tag;
+  tag.opaque = 2;
+  tag.quiet = true;
+  std::string out;
+  EncodeArithmetic(Key("a b"), request, tag, &out);
+  EXPECT_EQ(out, "ma YSBi b v MD D18446744073709551615 N60 J10 O2 q\r\n");
+}
+
+TEST(EncodeNoopTest, Bytes) {
+  std::string out;
+  EncodeNoop(&out);
+  EXPECT_EQ(out, "mn\r\n");
+}
+
+// A key that holds a command, or a space, must stay one token of one line.
+TEST(InjectionTest, KeysCannotAddLinesOrTokens) {
+  const std::vector<std::string> keys = {"a\r\nflush_all", "a b", "a\nmn", std::string("a\0 b", 4)};
+  for (const std::string& key : keys) {
+    SCOPED_TRACE(Escaped(key));
+    const WireKey wire = Key(key);
+    std::string get;
+    EncodeGet(wire, GetRequest{}, RequestTag{}, &get);
+    EXPECT_EQ(get, "mg " + absl::Base64Escape(key) + " b v f c t\r\n");
+    EXPECT_EQ(get.find('\r'), get.size() - 2);
+    EXPECT_EQ(get.find('\n'), get.size() - 1);
+
+    std::string set;
+    SetRequest request;
+    request.value = "x";
+    EncodeSet(wire, request, RequestTag{}, &set);
+    EXPECT_EQ(set, "ms " + absl::Base64Escape(key) + " 1 b F0 T0 MS c\r\nx\r\n");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// ResponseParser
+
+// A response as one line, for exact comparison: the code, then whatever is
+// present, in a fixed order.
+std::string Describe(const Response& r) {
+  using Code = Response::Code;
+  std::string text;
+  switch (r.code) {
+    case Code::kValue:
+      text = "VA";
+      break;
+    case Code::kHit:
+      text = "HD";
+      break;
+    case Code::kMiss:
+      text = "EN";
+      break;
+    case Code::kNotStored:
+      text = "NS";
+      break;
+    case Code::kExists:
+      text = "EX";
+      break;
+    case Code::kNotFound:
+      text = "NF";
+      break;
+    case Code::kNoop:
+      text = "MN";
+      break;
+    case Code::kError:
+      text = "ERROR";
+      break;
+    case Code::kClientError:
+      text = "CLIENT_ERROR";
+      break;
+    case Code::kServerError:
+      text = "SERVER_ERROR";
+      break;
+  }
+  if (r.code == Code::kValue || !r.value.empty())
+    absl::StrAppend(&text, " \"", Escaped(r.value), "\"");
+  if (r.client_flags) absl::StrAppend(&text, " f=", *r.client_flags);
+  if (r.cas) absl::StrAppend(&text, " c=", *r.cas);
+  if (r.ttl) absl::StrAppend(&text, " t=", *r.ttl);
+  if (r.opaque) absl::StrAppend(&text, " O=", *r.opaque);
+  if (r.won) absl::StrAppend(&text, " W");
+  if (r.stale) absl::StrAppend(&text, " X");
+  if (r.lost) absl::StrAppend(&text, " Z");
+  if (!r.message.empty()) absl::StrAppend(&text, " message=\"", Escaped(r.message), "\"");
+  return text;
+}
+
+// Takes every complete response; fails the test on an error.
+void Drain(ResponseParser& parser, std::vector<std::string>* out) {
+  while (true) {
+    absl::StatusOr<std::optional<Response>> next = parser.Next();
+    ASSERT_TRUE(next.ok()) << next.status();
+    if (!next->has_value()) return;
+    out->push_back(Describe(**next));
+  }
+}
+
+std::vector<std::string> ParseAll(std::string_view stream) {
+  ResponseParser parser;
+  parser.Feed(stream);
+  std::vector<std::string> responses;
+  Drain(parser, &responses);
+  EXPECT_EQ(parser.buffered(), 0u);
+  return responses;
+}
+
+TEST(ResponseParserTest, EveryCodeWithoutFlags) {
+  EXPECT_THAT(ParseAll("VA 2\r\nhi\r\n"), ElementsAre("VA \"hi\""));
+  EXPECT_THAT(ParseAll("VA 0\r\n\r\n"), ElementsAre("VA \"\""));
+  EXPECT_THAT(ParseAll("HD\r\n"), ElementsAre("HD"));
+  EXPECT_THAT(ParseAll("EN\r\n"), ElementsAre("EN"));
+  EXPECT_THAT(ParseAll("NS\r\n"), ElementsAre("NS"));
+  EXPECT_THAT(ParseAll("EX\r\n"), ElementsAre("EX"));
+  EXPECT_THAT(ParseAll("NF\r\n"), ElementsAre("NF"));
+  EXPECT_THAT(ParseAll("MN\r\n"), ElementsAre("MN"));
+  EXPECT_THAT(ParseAll("ERROR\r\n"), ElementsAre("ERROR"));
+  EXPECT_THAT(ParseAll("CLIENT_ERROR\r\n"), ElementsAre("CLIENT_ERROR"));
+  EXPECT_THAT(ParseAll("SERVER_ERROR\r\n"), ElementsAre("SERVER_ERROR"));
+}
+
+// Lines as memcached 1.6.18 writes them.
+TEST(ResponseParserTest, EveryCodeWithFlags) {
+  EXPECT_THAT(ParseAll("VA 2 f5 c5 t-1 O9\r\nhi\r\n"), ElementsAre("VA \"hi\" f=5 c=5 t=-1 O=9"));
+  EXPECT_THAT(ParseAll("VA 0 f0 c8 t-1 W\r\n\r\n"), ElementsAre("VA \"\" f=0 c=8 t=-1 W"));
+  EXPECT_THAT(ParseAll("VA 0 f0 c8 t30 Z\r\n\r\n"), ElementsAre("VA \"\" f=0 c=8 t=30 Z"));
+  EXPECT_THAT(ParseAll("VA 4 f0 c14 t30 X W\r\nhihi\r\n"),
+              ElementsAre("VA \"hihi\" f=0 c=14 t=30 W X"));
+  EXPECT_THAT(ParseAll("VA 4 f0 c14 t30 Z X\r\nhihi\r\n"),
+              ElementsAre("VA \"hihi\" f=0 c=14 t=30 X Z"));
+  EXPECT_THAT(ParseAll("HD c5 O7\r\n"), ElementsAre("HD c=5 O=7"));
+  EXPECT_THAT(ParseAll("HD f3 c2 t100\r\n"), ElementsAre("HD f=3 c=2 t=100"));
+  EXPECT_THAT(ParseAll("EN O9\r\n"), ElementsAre("EN O=9"));
+  EXPECT_THAT(ParseAll("NS c0\r\n"), ElementsAre("NS c=0"));
+  EXPECT_THAT(ParseAll("EX c0 O3\r\n"), ElementsAre("EX c=0 O=3"));
+  EXPECT_THAT(ParseAll("NF O4\r\n"), ElementsAre("NF O=4"));
+  EXPECT_THAT(ParseAll("VA 2 O4\r\n10\r\n"), ElementsAre("VA \"10\" O=4"));
+}
+
+TEST(ResponseParserTest, ErrorLinesKeepTheirText) {
+  EXPECT_THAT(ParseAll("CLIENT_ERROR bad command line format\r\n"),
+              ElementsAre("CLIENT_ERROR message=\"bad command line format\""));
+  EXPECT_THAT(ParseAll("SERVER_ERROR out of memory storing object\r\n"),
+              ElementsAre("SERVER_ERROR message=\"out of memory storing object\""));
+  EXPECT_THAT(ParseAll("ERROR no such command\r\n"),
+              ElementsAre("ERROR message=\"no such command\""));
+  EXPECT_THAT(ParseAll("SERVER_ERROR a\x01\r\n"), ElementsAre("SERVER_ERROR message=\"a\\001\""));
+}
+
+TEST(ResponseParserTest, FieldsOfAValueResponse) {
+  ResponseParser parser;
+  parser.Feed("VA 3 f4294967295 c18446744073709551615 t-1 O4294967295 W X Z\r\nabc\r\n");
+  absl::StatusOr<std::optional<Response>> next = parser.Next();
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_TRUE(next->has_value());
+  const Response& r = **next;
+  EXPECT_EQ(r.code, Response::Code::kValue);
+  EXPECT_EQ(r.value, "abc");
+  EXPECT_EQ(r.message, "");
+  EXPECT_EQ(r.client_flags, std::optional<uint32_t>(4294967295u));
+  EXPECT_EQ(r.cas, std::optional<uint64_t>(18446744073709551615u));
+  EXPECT_EQ(r.ttl, std::optional<int64_t>(-1));
+  EXPECT_EQ(r.opaque, std::optional<uint32_t>(4294967295u));
+  EXPECT_TRUE(r.won);
+  EXPECT_TRUE(r.stale);
+  EXPECT_TRUE(r.lost);
+}
+
+TEST(ResponseParserTest, AbsentFlagsStayEmpty) {
+  ResponseParser parser;
+  parser.Feed("HD\r\n");
+  absl::StatusOr<std::optional<Response>> next = parser.Next();
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_TRUE(next->has_value());
+  const Response& r = **next;
+  EXPECT_EQ(r.code, Response::Code::kHit);
+  EXPECT_EQ(r.client_flags, std::nullopt);
+  EXPECT_EQ(r.cas, std::nullopt);
+  EXPECT_EQ(r.ttl, std::nullopt);
+  EXPECT_EQ(r.opaque, std::nullopt);
+  EXPECT_FALSE(r.won || r.stale || r.lost);
+}
+
+TEST(ResponseParserTest, IgnoresFlagsItNeverRequests) {
+  EXPECT_THAT(ParseAll("VA 2 kazU= b f5 s2 h1 l30 c5 t-1 O9\r\nhi\r\n"),
+              ElementsAre("VA \"hi\" f=5 c=5 t=-1 O=9"));
+  EXPECT_THAT(ParseAll("HD kuser:42 h0\r\n"), ElementsAre("HD"));
+}
+
+TEST(ResponseParserTest, BinaryValueWithLineEndsInside) {
+  const std::string value("a\r\nEN\r\n\0b\r\n", 11);
+  EXPECT_THAT(ParseAll("VA 11 f0\r\n" + value + "\r\nEN\r\n"),
+              ElementsAre("VA \"a\\r\\nEN\\r\\n\\000b\\r\\n\" f=0", "EN"));
+}
+
+TEST(ResponseParserTest, ManyResponsesInOneFeed) {
+  EXPECT_THAT(ParseAll("HD c1 O1\r\nEN O2\r\nVA 1 O3\r\nx\r\nNF O4\r\nMN\r\n"),
+              ElementsAre("HD c=1 O=1", "EN O=2", "VA \"x\" O=3", "NF O=4", "MN"));
+}
+
+TEST(ResponseParserTest, WaitsForTheWholeResponse) {
+  ResponseParser parser;
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));
+  parser.Feed("VA 5 f0\r\nab");
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));
+  EXPECT_EQ(parser.buffered(), 11u);
+  parser.Feed("cde\r");
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));
+  EXPECT_EQ(parser.buffered(), 15u);
+  parser.Feed("\nHD");
+  std::vector<std::string> responses;
+  Drain(parser, &responses);
+  EXPECT_THAT(responses, ElementsAre("VA \"abcde\" f=0"));
+  EXPECT_EQ(parser.buffered(), 2u);
+}
+
+TEST(ResponseParserTest, BufferedCountsUnconsumedBytes) {
+  ResponseParser parser;
+  EXPECT_EQ(parser.buffered(), 0u);
+  parser.Feed("HD\r\nEN");
+  EXPECT_EQ(parser.buffered(), 6u);
+  EXPECT_TRUE(parser.Next().ok());
+  EXPECT_EQ(parser.buffered(), 2u);
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));
+  EXPECT_EQ(parser.buffered(), 2u);
+  parser.Feed("\r\n");
+  EXPECT_TRUE(parser.Next().ok());
+  EXPECT_EQ(parser.buffered(), 0u);
+}
+
+// Several responses of every shape, including value bytes that look like
+// protocol lines.
+const std::string& SplitStream() {
+  static const std::string* stream = new std::string(
+      "VA 11 f1 c2 t-1 O1\r\n" + std::string("a\r\nEN\r\n\0b\r\n", 11) + "\r\n" +
+      "HD c3 O2\r\nEN\r\nVA 0 f0 c8 t30 Z\r\n\r\nNS\r\nEX c0\r\nNF O7\r\n"
+      "CLIENT_ERROR bad data chunk\r\nSERVER_ERROR out of memory\r\nERROR\r\nMN\r\n");
+  return *stream;
+}
+
+const std::vector<std::string> kSplitStreamResponses = {
+    "VA \"a\\r\\nEN\\r\\n\\000b\\r\\n\" f=1 c=2 t=-1 O=1",
+    "HD c=3 O=2",
+    "EN",
+    "VA \"\" f=0 c=8 t=30 Z",
+    "NS",
+    "EX c=0",
+    "NF O=7",
+    "CLIENT_ERROR message=\"bad data chunk\"",
+    "SERVER_ERROR message=\"out of memory\"",
+    "ERROR",
+    "MN",
+};
+
+TEST(ResponseParserTest, StreamInOnePiece) {
+  EXPECT_EQ(ParseAll(SplitStream()), kSplitStreamResponses);
+}
+
+TEST(ResponseParserTest, StreamSplitAtEveryByte) {
+  const std::string& stream = SplitStream();
+  for (size_t split = 0; split <= stream.size(); ++split) {
+    SCOPED_TRACE(split);
+    ResponseParser parser;
+    std::vector<std::string> responses;
+    parser.Feed(std::string_view(stream).substr(0, split));
+    Drain(parser, &responses);
+    parser.Feed(std::string_view(stream).substr(split));
+    Drain(parser, &responses);
+    EXPECT_EQ(responses, kSplitStreamResponses);
+    EXPECT_EQ(parser.buffered(), 0u);
+  }
+}
+
+TEST(ResponseParserTest, StreamOneByteAtATime) {
+  const std::string& stream = SplitStream();
+  ResponseParser parser;
+  std::vector<std::string> responses;
+  for (char byte : stream) {
+    parser.Feed(std::string_view(&byte, 1));
+    Drain(parser, &responses);
+  }
+  EXPECT_EQ(responses, kSplitStreamResponses);
+  EXPECT_EQ(parser.buffered(), 0u);
+}
+
+// Exercises the buffer compaction with responses that straddle every feed.
+TEST(ResponseParserTest, LongStreamInOddPieces) {
+  std::string stream;
+  for (int i = 0; i < 5000; ++i) absl::StrAppend(&stream, "VA 3 O", i, "\r\nabc\r\nHD\r\n");
+  ResponseParser parser;
+  size_t values = 0, hits = 0;
+  for (size_t at = 0; at < stream.size(); at += 7) {
+    parser.Feed(std::string_view(stream).substr(at, 7));
+    while (true) {
+      absl::StatusOr<std::optional<Response>> next = parser.Next();
+      ASSERT_TRUE(next.ok()) << next.status();
+      if (!next->has_value()) break;
+      if ((*next)->code == Response::Code::kValue) {
+        ASSERT_EQ((*next)->opaque, std::optional<uint32_t>(static_cast<uint32_t>(values)));
+        ASSERT_EQ((*next)->value, "abc");
+        ++values;
+      } else {
+        ASSERT_EQ((*next)->code, Response::Code::kHit);
+        ++hits;
+      }
+    }
+  }
+  EXPECT_EQ(values, 5000u);
+  EXPECT_EQ(hits, 5000u);
+  EXPECT_EQ(parser.buffered(), 0u);
+}
+
+TEST(ResponseParserTest, LongestLineIsAccepted) {
+  // "HD k" + 8188 bytes of key = 8192 bytes before \r\n.
+  EXPECT_THAT(ParseAll("HD k" + std::string(8188, 'a') + "\r\n"), ElementsAre("HD"));
+}
+
+// Feeds `stream`, expects DataLoss with exactly `message`, and checks that
+// the error is sticky until Reset().
+void ExpectMalformed(std::string_view stream, std::string_view message,
+                     size_t max_value_size = 64 << 20) {
+  ResponseParser parser(max_value_size);
+  parser.Feed(stream);
+  absl::StatusOr<std::optional<Response>> next = parser.Next();
+  EXPECT_THAT(next, StatusIs(absl::StatusCode::kDataLoss, message));
+  parser.Feed("HD\r\n");
+  EXPECT_THAT(parser.Next(), StatusIs(absl::StatusCode::kDataLoss, message));
+  EXPECT_THAT(parser.Next(), StatusIs(absl::StatusCode::kDataLoss, message));
+  parser.Reset();
+  EXPECT_EQ(parser.buffered(), 0u);
+  parser.Feed("HD c1\r\n");
+  std::vector<std::string> responses;
+  Drain(parser, &responses);
+  EXPECT_THAT(responses, ElementsAre("HD c=1"));
+}
+
+TEST(ResponseParserTest, UnknownCode) {
+  ExpectMalformed("XYZ\r\n",
+                  "malformed memcached response: unknown response code in line: \"XYZ\"");
+  ExpectMalformed("ENX\r\n",
+                  "malformed memcached response: unknown response code in line: \"ENX\"");
+  ExpectMalformed("\r\n", "malformed memcached response: unknown response code in line: \"\"");
+  ExpectMalformed("hd\r\n", "malformed memcached response: unknown response code in line: \"hd\"");
+}
+
+TEST(ResponseParserTest, UnknownCodeAfterGoodResponses) {
+  ResponseParser parser;
+  parser.Feed("HD\r\nEN\r\nOK\r\nHD\r\n");
+  std::vector<std::string> responses;
+  while (true) {
+    absl::StatusOr<std::optional<Response>> next = parser.Next();
+    if (!next.ok()) {
+      EXPECT_THAT(next, StatusIs(absl::StatusCode::kDataLoss,
+                                 "malformed memcached response: unknown response code in line: "
+                                 "\"OK\""));
+      break;
+    }
+    ASSERT_TRUE(next->has_value());
+    responses.push_back(Describe(**next));
+  }
+  EXPECT_THAT(responses, ElementsAre("HD", "EN"));
+}
+
+TEST(ResponseParserTest, BadValueLength) {
+  ExpectMalformed("VA abc\r\n",
+                  "malformed memcached response: VA length is not a number in line: \"VA abc\"");
+  ExpectMalformed("VA\r\n",
+                  "malformed memcached response: VA length is not a number in line: \"VA\"");
+  ExpectMalformed("VA -1\r\n",
+                  "malformed memcached response: VA length is not a number in line: \"VA -1\"");
+  ExpectMalformed("VA +1\r\nx\r\n",
+                  "malformed memcached response: VA length is not a number in line: \"VA +1\"");
+  ExpectMalformed("VA 99999999999999999999\r\n",
+                  "malformed memcached response: VA length is not a number in line: "
+                  "\"VA 99999999999999999999\"");
+}
+
+TEST(ResponseParserTest, ValueLengthOverTheLimit) {
+  ExpectMalformed("VA 1025 f0\r\n",
+                  "malformed memcached response: VA length 1025 exceeds the limit of 1024 bytes in "
+                  "line: \"VA 1025 f0\"",
+                  1024);
+  ExpectMalformed("VA 18446744073709551615\r\n",
+                  "malformed memcached response: VA length 18446744073709551615 exceeds the limit "
+                  "of 67108864 bytes in line: \"VA 18446744073709551615\"");
+  // Exactly the limit is fine.
+  ResponseParser parser(3);
+  parser.Feed("VA 3\r\nabc\r\n");
+  std::vector<std::string> responses;
+  Drain(parser, &responses);
+  EXPECT_THAT(responses, ElementsAre("VA \"abc\""));
+}
+
+TEST(ResponseParserTest, ValueNotFollowedByCrLf) {
+  ExpectMalformed("VA 5\r\nabcdefg\r\n",
+                  "malformed memcached response: the 5-byte value of line \"VA 5\" ends in "
+                  "\"fg\", not \\r\\n");
+  ExpectMalformed("VA 1\r\nx\n\r",
+                  "malformed memcached response: the 1-byte value of line \"VA 1\" ends in "
+                  "\"\\n\\r\", not \\r\\n");
+}
+
+TEST(ResponseParserTest, BadReturnFlags) {
+  ExpectMalformed("HD fabc\r\n",
+                  "malformed memcached response: bad return flag \"fabc\" in line: \"HD fabc\"");
+  ExpectMalformed("VA 1 f4294967296\r\nx\r\n",
+                  "malformed memcached response: bad return flag \"f4294967296\" in line: "
+                  "\"VA 1 f4294967296\"");
+  ExpectMalformed("HD c-1\r\n",
+                  "malformed memcached response: bad return flag \"c-1\" in line: \"HD c-1\"");
+  ExpectMalformed("HD t\r\n",
+                  "malformed memcached response: bad return flag \"t\" in line: \"HD t\"");
+  ExpectMalformed("EN Oabc\r\n",
+                  "malformed memcached response: bad return flag \"Oabc\" in line: \"EN Oabc\"");
+  ExpectMalformed("HD Wx\r\n",
+                  "malformed memcached response: bad return flag \"Wx\" in line: \"HD Wx\"");
+}
+
+TEST(ResponseParserTest, OverlongLine) {
+  const std::string quoted = "\"" + std::string(40, 'a') + "...\"";
+  ExpectMalformed(std::string(9000, 'a'),
+                  "malformed memcached response: a line longer than 8192 bytes: " + quoted);
+  // The verdict does not wait for a newline, and does not change when one comes.
+  ExpectMalformed("HD k" + std::string(8189, 'a') + "\r\n",
+                  "malformed memcached response: a line longer than 8192 bytes: \"HD k" +
+                      std::string(36, 'a') + "...\"");
+  ResponseParser parser;
+  parser.Feed(std::string(8193, 'a'));
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));  // may still be 8192 + \r
+  parser.Feed("a");
+  EXPECT_EQ(parser.Next().status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ResponseParserTest, BareLineFeed) {
+  ExpectMalformed("HD\n",
+                  "malformed memcached response: a line ending in \\n without \\r: \"HD\\n\"");
+  ExpectMalformed("\n", "malformed memcached response: a line ending in \\n without \\r: \"\\n\"");
+}
+
+TEST(ResponseParserTest, MessageEscapesAndTruncatesBadBytes) {
+  ExpectMalformed(std::string("\x01\xff\0 ", 4) + std::string(50, 'z') + "\r\n",
+                  "malformed memcached response: unknown response code in line: "
+                  "\"\\001\\377\\000 " +
+                      std::string(36, 'z') + "...\"");
+}
+
+TEST(ResponseParserTest, ResetDropsPendingBytes) {
+  ResponseParser parser;
+  parser.Feed("HD\r\nVA 3\r\nab");
+  EXPECT_TRUE(parser.Next().ok());
+  parser.Reset();
+  EXPECT_EQ(parser.buffered(), 0u);
+  EXPECT_THAT(parser.Next(), IsOkAndHolds(::testing::Eq(std::nullopt)));
+  parser.Feed("EN\r\n");
+  std::vector<std::string> responses;
+  Drain(parser, &responses);
+  EXPECT_THAT(responses, ElementsAre("EN"));
+  EXPECT_THAT(ParseAll(""), IsEmpty());
+}
+
+}  // namespace
+}  // namespace tiercache::mirror_internal
