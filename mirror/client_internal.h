@@ -24,10 +24,14 @@ class MemcachedClient::Impl {
  public:
   struct Server {
     std::vector<std::unique_ptr<Connection>> connections;
-    std::atomic<size_t> next{0};
+    // Each thread keeps to one connection (threads are dealt out round-robin
+    // on first use): a thread alone on its connection reads its own answers
+    // with no handoff, and threads that share one pipeline their requests.
     Connection& Pick() {
-      return *connections[next.fetch_add(1, std::memory_order_relaxed) % connections.size()];
+      thread_local const size_t slot = next_thread.fetch_add(1, std::memory_order_relaxed);
+      return *connections[slot % connections.size()];
     }
+    static inline std::atomic<size_t> next_thread{0};
   };
 
   explicit Impl(const MemcachedOptions& options) : options_(options) {}

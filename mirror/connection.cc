@@ -241,6 +241,17 @@ void Connection::CompleteFrontLocked(absl::Status status) {
   pending_.pop_front();
   exchange->status = std::move(status);
   exchange->done = true;
+  exchange->wake.notify_one();
+}
+
+void Connection::HandOffReadingLocked() {
+  if (reader_active_) return;
+  for (const std::shared_ptr<Exchange>& next : pending_) {
+    if (next->waiting) {
+      next->wake.notify_one();
+      return;
+    }
+  }
 }
 
 void Connection::DispatchLocked() {
@@ -287,6 +298,13 @@ void Connection::ResetLocked(absl::Status why) {
 
 absl::StatusOr<std::vector<Response>> Connection::Call(std::string_view request, size_t expected,
                                                        absl::Time deadline) {
+  absl::StatusOr<Ticket> ticket = Send(request, expected, deadline);
+  if (!ticket.ok()) return ticket.status();
+  return Wait(*ticket, deadline);
+}
+
+absl::StatusOr<Connection::Ticket> Connection::Send(std::string_view request, size_t expected,
+                                                    absl::Time deadline) {
   std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
   if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
     return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
@@ -297,14 +315,27 @@ absl::StatusOr<std::vector<Response>> Connection::Call(std::string_view request,
   exchange->sent = absl::Now();
   pending_.push_back(exchange);
   if (absl::Status s = SendLocked(request, deadline); !s.ok()) return s;
+  return exchange;
+}
 
+absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, absl::Time deadline) {
+  Exchange* const exchange = ticket.get();
+  std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
+  if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
+    return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
+  }
+  // Each waiter sleeps on its own exchange: a completion wakes exactly its
+  // caller, and a reader that leaves wakes exactly one successor.
   while (!exchange->done) {
     if (absl::Now() >= deadline) {
+      HandOffReadingLocked();
       return absl::DeadlineExceededError(absl::StrFormat(
           "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
     }
     if (reader_active_) {
-      changed_.wait_until(lock, absl::ToChronoTime(deadline));
+      exchange->waiting = true;
+      exchange->wake.wait_until(lock, absl::ToChronoTime(deadline));
+      exchange->waiting = false;
       continue;
     }
     // Become the reader until our exchange is done or the deadline passes.
@@ -341,8 +372,8 @@ absl::StatusOr<std::vector<Response>> Connection::Call(std::string_view request,
             "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout))));
       }
     }
-    changed_.notify_all();
   }
+  HandOffReadingLocked();
   if (!exchange->status.ok()) return exchange->status;
   return std::move(exchange->responses);
 }

@@ -63,6 +63,16 @@ struct ConnectionOptions {
 
 class Connection {
  public:
+  struct Exchange {
+    size_t expected;
+    absl::Time sent;
+    std::vector<Response> responses;
+    absl::Status status;
+    bool done = false;
+    bool waiting = false;              // its caller sleeps on `wake`
+    std::condition_variable_any wake;  // completed, or asked to take over reading
+  };
+
   Connection(Endpoint endpoint, const ConnectionOptions& options);
   ~Connection();
   Connection(const Connection&) = delete;
@@ -76,17 +86,16 @@ class Connection {
   absl::StatusOr<std::vector<Response>> Call(std::string_view request, size_t expected,
                                              absl::Time deadline);
 
+  // Call in two halves, so that one thread can have several requests in
+  // flight on the connection: Send puts the request on the wire (in order with
+  // every other Send and Call) and returns at once; Wait collects its answer.
+  using Ticket = std::shared_ptr<Exchange>;
+  absl::StatusOr<Ticket> Send(std::string_view request, size_t expected, absl::Time deadline);
+  absl::StatusOr<std::vector<Response>> Wait(const Ticket& ticket, absl::Time deadline);
+
   const Endpoint& endpoint() const { return endpoint_; }
 
  private:
-  struct Exchange {
-    size_t expected;
-    absl::Time sent;
-    std::vector<Response> responses;
-    absl::Status status;
-    bool done = false;
-  };
-
   // REQUIRES: lock held. Makes `fd_` a live connection or says why not.
   absl::Status EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock, absl::Time deadline);
   // REQUIRES: lock held. Writes all of `bytes`, or resets the connection.
@@ -97,6 +106,9 @@ class Connection {
   // socket and schedules the next reconnect attempt.
   void ResetLocked(absl::Status why);
   void CompleteFrontLocked(absl::Status status);
+  // REQUIRES: lock held. If nobody reads, wakes one caller still waiting so
+  // that it becomes the reader.
+  void HandOffReadingLocked();
   absl::Status DownStatus() const;
   std::string Describe() const;
 
@@ -104,7 +116,7 @@ class Connection {
   const ConnectionOptions options_;
 
   std::timed_mutex mu_;
-  std::condition_variable_any changed_;  // an exchange completed, or the reader left
+  std::condition_variable_any changed_;  // a connection attempt ended
   int fd_ = -1;
   uint64_t generation_ = 0;  // bumped by every reset: a reader's fd may be stale
   bool connecting_ = false;

@@ -40,29 +40,37 @@ class Mirror::Impl {
 
   absl::Status Submit(Write write) {
     if (options_.mode == MirrorMode::kSync) return SendNow(write);
+    const size_t bytes = write.key.size() + write.value.size();
     std::unique_lock<std::mutex> lock(mu_);
-    if (queue_.size() >= options_.max_queued_writes) {
+    auto full = [&] {
+      return queue_.size() >= options_.max_queued_writes ||
+             (!queue_.empty() && queued_bytes_ + bytes > options_.max_queued_bytes);
+    };
+    if (full()) {
       if (write.kind == Write::Kind::kDelete) {
         // An invalidation is worth waiting for; a value is not (a dropped
         // value only costs a later L2 miss).
         room_.wait_until(lock, absl::ToChronoTime(absl::Now() + l2_->options().op_timeout),
-                         [&] { return queue_.size() < options_.max_queued_writes || stop_; });
+                         [&] { return !full() || stop_; });
       }
-      if (queue_.size() >= options_.max_queued_writes) {
+      if (full()) {
         ++dropped_;
         lock.unlock();
         absl::Status why = absl::ResourceExhaustedError(absl::StrFormat(
-            "replication queue is full (%d writes); %s of '%s' not replicated",
-            options_.max_queued_writes, write.kind == Write::Kind::kDelete ? "delete" : "write",
+            "replication queue is full (%d writes, %d bytes); %s of '%s' not replicated",
+            queue_.size(), queued_bytes_, write.kind == Write::Kind::kDelete ? "delete" : "write",
             absl::CEscape(write.key)));
         Report(write.key, why);
         return why;
       }
     }
     queue_.push_back(std::move(write));
+    queued_bytes_ += bytes;
     ++accepted_;
+    const bool wake = sender_idle_;
     lock.unlock();
-    work_.notify_one();
+    // Waking the sender is a futex call: only when it sleeps, not per write.
+    if (wake) work_.notify_one();
     return absl::OkStatus();
   }
 
@@ -120,7 +128,7 @@ class Mirror::Impl {
   }
 
   // Encodes one write as a quiet request tagged with its index in the batch.
-  absl::Status Encode(const Write& write, uint32_t index, std::string* out) {
+  absl::Status Encode(const Write& write, uint32_t index, absl::Time now, std::string* out) {
     MemcachedClient::Impl& client = l2_->impl();
     absl::StatusOr<WireKey> key = client.Key(write.key);
     if (!key.ok()) return key.status();
@@ -129,7 +137,7 @@ class Mirror::Impl {
       case Write::Kind::kValue: {
         if (absl::Status s = client.CheckValue(*key, write.value.size()); !s.ok()) return s;
         absl::StatusOr<int64_t> ttl =
-            mirror_internal::EncodeTtl(write.ttl.value_or(l2_->options().default_ttl), absl::Now());
+            mirror_internal::EncodeTtl(write.ttl.value_or(l2_->options().default_ttl), now);
         if (!ttl.ok()) return ttl.status();
         mirror_internal::SetRequest set;
         set.value = write.value;
@@ -142,7 +150,7 @@ class Mirror::Impl {
         mirror_internal::EncodeDelete(*key, {}, tag, out);
         return absl::OkStatus();
       case Write::Kind::kTouch: {
-        absl::StatusOr<int64_t> ttl = mirror_internal::EncodeTtl(*write.ttl, absl::Now());
+        absl::StatusOr<int64_t> ttl = mirror_internal::EncodeTtl(*write.ttl, now);
         if (!ttl.ok()) return ttl.status();
         mirror_internal::GetRequest touch;
         touch.value = false;
@@ -154,77 +162,123 @@ class Mirror::Impl {
     return absl::InternalError("unknown write kind");
   }
 
-  // Sends one batch in one round trip: quiet requests, then a no-op. Only
-  // failures answer, each tagged with its write's index.
-  void SendBatch(std::vector<Write>& batch) {
-    std::string request;
-    std::vector<bool> failed(batch.size(), false);
+  // A batch on the wire, waiting for its answer.
+  struct InFlight {
+    std::vector<Write> writes;
+    std::vector<bool> failed;   // by index in `writes`
+    Connection::Ticket ticket;  // null if nothing of it was sent
+    absl::Status status;        // the batch could not be sent
+  };
+
+  // Encodes a batch as quiet requests tagged with their index, then a no-op,
+  // and puts it on the wire without waiting: memcached answers only failures
+  // (by tag) and the no-op, so a batch costs one round trip, and the sender
+  // can encode the next batch while memcached applies this one.
+  InFlight SendBatch(std::vector<Write> writes) {
+    InFlight batch;
+    batch.writes = std::move(writes);
+    batch.failed.assign(batch.writes.size(), false);
+    request_.clear();
     size_t encoded = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (absl::Status s = Encode(batch[i], static_cast<uint32_t>(i), &request); !s.ok()) {
-        failed[i] = true;
-        Report(batch[i].key, s);
+    const absl::Time now = absl::Now();
+    for (size_t i = 0; i < batch.writes.size(); ++i) {
+      if (absl::Status s = Encode(batch.writes[i], static_cast<uint32_t>(i), now, &request_);
+          !s.ok()) {
+        batch.failed[i] = true;
+        Report(batch.writes[i].key, s);
       } else {
         ++encoded;
       }
     }
-    absl::Status batch_status;
-    if (encoded > 0) {
-      mirror_internal::EncodeNoop(&request);
+    if (encoded == 0) return batch;
+    mirror_internal::EncodeNoop(&request_);
+    MemcachedClient::Impl& client = l2_->impl();
+    absl::StatusOr<Connection::Ticket> ticket =
+        client.servers_.front()->connections.front()->Send(request_, 0, client.Deadline());
+    if (ticket.ok()) {
+      batch.ticket = *std::move(ticket);
+    } else {
+      batch.status = ticket.status();
+    }
+    return batch;
+  }
+
+  // Waits for a batch's answer and accounts for every write in it.
+  void Finish(InFlight& batch) {
+    absl::Status status = batch.status;
+    if (batch.ticket != nullptr) {
       MemcachedClient::Impl& client = l2_->impl();
       absl::StatusOr<std::vector<Response>> responses =
-          client.servers_.front()->Pick().Call(request, 0, client.Deadline());
+          client.servers_.front()->connections.front()->Wait(batch.ticket, client.Deadline());
       if (!responses.ok()) {
-        batch_status = responses.status();
+        status = responses.status();
       } else {
         for (const Response& r : *responses) {
           using Code = Response::Code;
           // A quiet delete of a missing key, or a quiet touch of one, is fine.
           if (r.code == Code::kHit || r.code == Code::kNotFound || r.code == Code::kMiss) continue;
-          if (r.opaque.has_value() && *r.opaque < batch.size()) {
-            failed[*r.opaque] = true;
-            Report(batch[*r.opaque].key, absl::InternalError(absl::StrFormat(
-                                             "memcached refused the write (%s)",
-                                             r.message.empty() ? "not stored" : r.message)));
+          if (r.opaque.has_value() && *r.opaque < batch.writes.size()) {
+            batch.failed[*r.opaque] = true;
+            Report(batch.writes[*r.opaque].key, absl::InternalError(absl::StrFormat(
+                                                    "memcached refused the write (%s)",
+                                                    r.message.empty() ? "not stored" : r.message)));
           } else {
             // Error lines carry no tag: the write they belong to is unknown.
-            batch_status = absl::InternalError(
+            status = absl::InternalError(
                 absl::StrFormat("memcached refused a write of the batch: %s", r.message));
           }
         }
       }
     }
     size_t failures = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (!failed[i] && !batch_status.ok()) {
-        failed[i] = true;
-        Report(batch[i].key, batch_status);
+    for (size_t i = 0; i < batch.writes.size(); ++i) {
+      if (!batch.failed[i] && !status.ok()) {
+        batch.failed[i] = true;
+        Report(batch.writes[i].key, status);
       }
-      failures += failed[i];
+      failures += batch.failed[i];
     }
-    std::lock_guard<std::mutex> hold(mu_);
-    failed_ += failures;
-    replicated_ += batch.size() - failures;
-    finished_ += batch.size();
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      failed_ += failures;
+      replicated_ += batch.writes.size() - failures;
+      finished_ += batch.writes.size();
+    }
+    progress_.notify_all();
   }
 
   void SendLoop() {
-    std::vector<Write> batch;
+    // Batches on the wire at once: enough to keep memcached busy while the
+    // next is encoded, few enough that a failing server costs little.
+    constexpr size_t kMaxInFlight = 4;
+    std::deque<InFlight> in_flight;
     while (true) {
+      std::vector<Write> writes;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping, and everything is sent
-        const size_t n = std::min(queue_.size(), options_.max_batch);
-        batch.clear();
-        for (size_t i = 0; i < n; ++i) {
-          batch.push_back(std::move(queue_.front()));
-          queue_.pop_front();
+        if (queue_.empty() && in_flight.empty()) {
+          sender_idle_ = true;
+          work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+          sender_idle_ = false;
+          if (queue_.empty()) return;  // stopping, and everything is sent
+        }
+        if (!queue_.empty() && in_flight.size() < kMaxInFlight) {
+          const size_t n = std::min(queue_.size(), options_.max_batch);
+          writes.reserve(n);
+          for (size_t i = 0; i < n; ++i) {
+            queued_bytes_ -= queue_.front().key.size() + queue_.front().value.size();
+            writes.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+          }
         }
       }
+      if (writes.empty()) {  // nothing new to send: collect the oldest answer
+        Finish(in_flight.front());
+        in_flight.pop_front();
+        continue;
+      }
       room_.notify_all();
-      SendBatch(batch);
-      progress_.notify_all();
+      in_flight.push_back(SendBatch(std::move(writes)));
     }
   }
 
@@ -237,18 +291,22 @@ class Mirror::Impl {
   std::condition_variable progress_;  // `finished_` grew
   std::deque<Write> queue_;
   bool stop_ = false;
-  uint64_t accepted_ = 0;  // writes queued (or, synchronous, sent)
-  uint64_t finished_ = 0;  // of those, acknowledged or failed
+  bool sender_idle_ = false;  // the sender waits on `work_`
+  size_t queued_bytes_ = 0;   // keys and values in `queue_`
+  uint64_t accepted_ = 0;     // writes queued (or, synchronous, sent)
+  uint64_t finished_ = 0;     // of those, acknowledged or failed
   uint64_t replicated_ = 0;
   uint64_t failed_ = 0;
   uint64_t dropped_ = 0;
+  std::string request_;  // the sender's batch buffer, reused
   std::thread thread_;
 };
 
 absl::StatusOr<std::unique_ptr<Mirror>> Mirror::Create(MemcachedClient* l2, MirrorOptions options) {
   if (l2 == nullptr) return absl::InvalidArgumentError("Mirror needs a MemcachedClient");
-  if (options.max_queued_writes == 0 || options.max_batch == 0) {
-    return absl::InvalidArgumentError("max_queued_writes and max_batch must be >= 1");
+  if (options.max_queued_writes == 0 || options.max_queued_bytes == 0 || options.max_batch == 0) {
+    return absl::InvalidArgumentError(
+        "max_queued_writes, max_queued_bytes and max_batch must be >= 1");
   }
   return std::unique_ptr<Mirror>(new Mirror(std::make_unique<Impl>(l2, std::move(options))));
 }

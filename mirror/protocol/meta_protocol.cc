@@ -4,8 +4,8 @@
 #include <charconv>
 #include <limits>
 #include <system_error>
-#include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
@@ -95,8 +95,12 @@ std::optional<Int> ParseNumber(std::string_view text) {
   return value;
 }
 
-std::vector<std::string_view> SplitOnSpaces(std::string_view line) {
-  std::vector<std::string_view> tokens;
+// A meta response line has at most a code, a length and a handful of flags:
+// no allocation for the split.
+using Tokens = absl::InlinedVector<std::string_view, 12>;
+
+Tokens SplitOnSpaces(std::string_view line) {
+  Tokens tokens;
   while (!line.empty()) {
     const size_t space = line.find(' ');
     if (space != 0) tokens.push_back(line.substr(0, space));
@@ -125,8 +129,8 @@ absl::StatusOr<std::optional<std::string_view>> FirstLine(std::string_view pendi
 
 // Return flags after the code (and VA's length). Flags we never request (k, b,
 // s, h, l, ...) are skipped; a flag we read must be well formed.
-absl::Status ParseReturnFlags(const std::vector<std::string_view>& tokens, size_t first,
-                              std::string_view line, Response* response) {
+absl::Status ParseReturnFlags(const Tokens& tokens, size_t first, std::string_view line,
+                              Response* response) {
   for (size_t i = first; i < tokens.size(); ++i) {
     const std::string_view token = tokens[i];
     const std::string_view number = token.substr(1);
@@ -206,7 +210,7 @@ absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t 
 
   Parsed parsed;
   Response& response = parsed.response;
-  const std::vector<std::string_view> tokens = SplitOnSpaces(line);
+  const Tokens tokens = SplitOnSpaces(line);
   const std::string_view code = tokens.empty() ? std::string_view() : tokens[0];
 
   if (std::optional<Response::Code> error = ErrorCode(code)) {

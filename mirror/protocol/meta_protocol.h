@@ -61,10 +61,10 @@ struct RequestTag {
 
 // mg <key> [b] [v] f c t [N<ttl>] [R<ttl>] [T<ttl>] [O<n>] [q]
 struct GetRequest {
-  bool value = true;                 // v: return the value (else only metadata)
-  std::optional<int64_t> vivify_ttl;  // N: on a miss create a stub, win the lease
-  std::optional<int64_t> recache_ttl; // R: win a recache when remaining TTL < token
-  std::optional<int64_t> touch_ttl;   // T: update the TTL
+  bool value = true;                   // v: return the value (else only metadata)
+  std::optional<int64_t> vivify_ttl;   // N: on a miss create a stub, win the lease
+  std::optional<int64_t> recache_ttl;  // R: win a recache when remaining TTL < token
+  std::optional<int64_t> touch_ttl;    // T: update the TTL
 };
 void EncodeGet(const WireKey& key, const GetRequest& request, const RequestTag& tag,
                std::string* out);
@@ -96,8 +96,8 @@ struct ArithmeticRequest {
   std::optional<int64_t> create_ttl;  // N: create with `initial` on a miss
   uint64_t initial = 0;               // J
 };
-void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request,
-                      const RequestTag& tag, std::string* out);
+void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, const RequestTag& tag,
+                      std::string* out);
 
 // mn: answered by MN after everything sent before it.
 void EncodeNoop(std::string* out);
@@ -123,9 +123,9 @@ struct Response {
   std::optional<uint64_t> cas;           // c
   std::optional<int64_t> ttl;            // t: remaining seconds, -1 = never expires
   std::optional<uint32_t> opaque;        // O
-  bool won = false;    // W: this client should recompute and store
-  bool stale = false;  // X: the item is stale
-  bool lost = false;   // Z: another client already won
+  bool won = false;                      // W: this client should recompute and store
+  bool stale = false;                    // X: the item is stale
+  bool lost = false;                     // Z: another client already won
 };
 
 // Turns a byte stream into responses. Feed bytes as they arrive, in any

@@ -56,8 +56,9 @@ struct MemcachedOptions {
   // The server's item size limit (memcached -I, 1 MiB by default): larger
   // values are refused here, before anything is sent.
   size_t max_item_size = 1 << 20;
-  // Connections per server; requests are spread over them round-robin.
-  size_t connections_per_server = 2;
+  // Connections per server. Each thread keeps to one of them; threads that
+  // share a connection pipeline their requests on it.
+  size_t connections_per_server = 4;
   // Reconnect backoff while a server is down: starts here, doubles per
   // failed attempt up to the maximum, +-50% jitter.
   absl::Duration reconnect_backoff = absl::Milliseconds(20);

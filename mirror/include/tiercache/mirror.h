@@ -46,10 +46,12 @@ enum class MirrorMode { kAsync, kSync };
 
 struct MirrorOptions {
   MirrorMode mode = MirrorMode::kAsync;
-  // Writes waiting to be sent, at most.
-  size_t max_queued_writes = 100000;
+  // Bounds on what waits to be sent: writes, and bytes of keys and values.
+  // Either one full makes the queue full.
+  size_t max_queued_writes = 1000000;
+  size_t max_queued_bytes = 64 << 20;
   // Writes per pipelined batch.
-  size_t max_batch = 256;
+  size_t max_batch = 2048;
   // Called, from the mirror's thread or the caller's, for every write that
   // failed or was dropped. Must not block for long.
   std::function<void(std::string_view key, const absl::Status& why)> on_error;
