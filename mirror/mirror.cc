@@ -16,11 +16,12 @@ namespace tiercache {
 
 class Mirror::Impl {
  public:
+  // A write as handed to the mirror; the views are valid during Submit only.
   struct Write {
     enum class Kind { kValue, kDelete, kTouch };
     Kind kind;
-    std::string key;
-    std::string value;
+    std::string_view key;
+    std::string_view value;
     uint32_t flags = 0;
     std::optional<absl::Duration> ttl;  // nullopt: the client's default_ttl
   };
@@ -38,13 +39,24 @@ class Mirror::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
-  absl::Status Submit(Write write) {
-    if (options_.mode == MirrorMode::kSync) return SendNow(write);
-    const size_t bytes = write.key.size() + write.value.size();
+  absl::Status Submit(const Write& write) {
+    // Bad input is the caller's error, found before anything is queued.
+    MemcachedClient::Impl& client = l2_->impl();
+    absl::StatusOr<WireKey> key = client.Key(write.key);
+    if (!key.ok()) return key.status();
+    if (write.kind == Write::Kind::kValue) {
+      if (absl::Status s = client.CheckValue(*key, write.value.size()); !s.ok()) return s;
+    }
+    const absl::Duration ttl = write.ttl.value_or(l2_->options().default_ttl);
+    absl::StatusOr<int64_t> ttl_token = mirror_internal::EncodeTtl(ttl, absl::Now());
+    if (!ttl_token.ok()) return ttl_token.status();
+    if (options_.mode == MirrorMode::kSync) return SendNow(write, ttl);
+
+    const size_t bytes = key->text.size() + write.value.size() + 64;
     std::unique_lock<std::mutex> lock(mu_);
     auto full = [&] {
-      return queue_.size() >= options_.max_queued_writes ||
-             (!queue_.empty() && queued_bytes_ + bytes > options_.max_queued_bytes);
+      return queued_writes_ >= options_.max_queued_writes ||
+             (queued_writes_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes);
     };
     if (full()) {
       if (write.kind == Write::Kind::kDelete) {
@@ -55,17 +67,46 @@ class Mirror::Impl {
       }
       if (full()) {
         ++dropped_;
+        const size_t queued = queued_writes_;
         lock.unlock();
-        absl::Status why = absl::ResourceExhaustedError(absl::StrFormat(
-            "replication queue is full (%d writes, %d bytes); %s of '%s' not replicated",
-            queue_.size(), queued_bytes_, write.kind == Write::Kind::kDelete ? "delete" : "write",
-            absl::CEscape(write.key)));
+        absl::Status why = absl::ResourceExhaustedError(
+            absl::StrFormat("replication queue is full (%d writes); %s not replicated", queued,
+                            write.kind == Write::Kind::kDelete ? "delete" : "write"));
         Report(write.key, why);
         return why;
       }
     }
-    queue_.push_back(std::move(write));
-    queued_bytes_ += bytes;
+    // Encoded straight into the batch being filled: no per-write object, and
+    // the sender only has to put whole batches on the wire.
+    if (queue_.empty() || queue_.back().count == options_.max_batch) queue_.emplace_back();
+    Batch& batch = queue_.back();
+    const mirror_internal::RequestTag tag{static_cast<uint32_t>(batch.count), /*quiet=*/true};
+    const size_t before = batch.bytes.size();
+    switch (write.kind) {
+      case Write::Kind::kValue: {
+        mirror_internal::SetRequest set;
+        set.value = write.value;
+        set.client_flags = write.flags;
+        set.ttl = *ttl_token;
+        mirror_internal::EncodeSet(*key, set, tag, &batch.bytes);
+        break;
+      }
+      case Write::Kind::kDelete:
+        mirror_internal::EncodeDelete(*key, {}, tag, &batch.bytes);
+        break;
+      case Write::Kind::kTouch: {
+        mirror_internal::GetRequest touch;
+        touch.value = false;
+        touch.touch_ttl = *ttl_token;
+        mirror_internal::EncodeGet(*key, touch, tag, &batch.bytes);
+        break;
+      }
+    }
+    batch.keys.append(write.key);
+    batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
+    ++batch.count;
+    queued_writes_ += 1;
+    queued_bytes_ += batch.bytes.size() - before;
     ++accepted_;
     const bool wake = sender_idle_;
     lock.unlock();
@@ -93,123 +134,85 @@ class Mirror::Impl {
     stats.replicated = replicated_;
     stats.failed = failed_;
     stats.dropped = dropped_;
-    stats.queue_depth = queue_.size();
+    stats.queue_depth = queued_writes_;
     return stats;
   }
 
  private:
+  // Quiet requests tagged 0..count-1, and the keys they were for (to report
+  // failures by key).
+  struct Batch {
+    std::string bytes;
+    size_t count = 0;
+    std::string keys;                // the user keys, end to end
+    std::vector<uint32_t> key_ends;  // where each ends in `keys`
+    std::string_view Key(size_t i) const {
+      const size_t begin = i == 0 ? 0 : key_ends[i - 1];
+      return std::string_view(keys).substr(begin, key_ends[i] - begin);
+    }
+  };
+
+  // A batch on the wire, waiting for its answer.
+  struct InFlight {
+    Batch batch;
+    Connection::Ticket ticket;  // null if it could not be sent
+    absl::Status status;        // why not
+  };
+
   void Report(std::string_view key, const absl::Status& why) {
     if (options_.on_error) options_.on_error(key, why);
   }
 
-  absl::Status SendNow(const Write& write) {
+  absl::Status SendNow(const Write& write, absl::Duration ttl) {
     absl::Status status;
     switch (write.kind) {
       case Write::Kind::kValue:
-        status = l2_->Set(write.key, write.value, WriteOptions{write.ttl, write.flags}).status();
+        status = l2_->Set(write.key, write.value, WriteOptions{ttl, write.flags}).status();
         break;
       case Write::Kind::kDelete:
         status = l2_->Delete(write.key).status();
         break;
       case Write::Kind::kTouch:
-        status = l2_->Touch(write.key, *write.ttl).status();
+        status = l2_->Touch(write.key, ttl).status();
         break;
     }
-    std::lock_guard<std::mutex> hold(mu_);
-    ++accepted_;
-    ++finished_;
-    if (status.ok()) {
-      ++replicated_;
-    } else {
-      ++failed_;
+    {
+      std::lock_guard<std::mutex> hold(mu_);
+      ++accepted_;
+      ++finished_;
+      ++(status.ok() ? replicated_ : failed_);
     }
     if (!status.ok()) Report(write.key, status);
     return status;
   }
 
-  // Encodes one write as a quiet request tagged with its index in the batch.
-  absl::Status Encode(const Write& write, uint32_t index, absl::Time now, std::string* out) {
+  // Ends the batch with a no-op and puts it on the wire without waiting:
+  // memcached answers only failures (by tag) and the no-op, so a batch costs
+  // one round trip, and the next batch is sent while memcached applies this.
+  InFlight SendBatch(Batch batch) {
+    InFlight in_flight;
+    in_flight.batch = std::move(batch);
+    mirror_internal::EncodeNoop(&in_flight.batch.bytes);
     MemcachedClient::Impl& client = l2_->impl();
-    absl::StatusOr<WireKey> key = client.Key(write.key);
-    if (!key.ok()) return key.status();
-    const mirror_internal::RequestTag tag{index, /*quiet=*/true};
-    switch (write.kind) {
-      case Write::Kind::kValue: {
-        if (absl::Status s = client.CheckValue(*key, write.value.size()); !s.ok()) return s;
-        absl::StatusOr<int64_t> ttl =
-            mirror_internal::EncodeTtl(write.ttl.value_or(l2_->options().default_ttl), now);
-        if (!ttl.ok()) return ttl.status();
-        mirror_internal::SetRequest set;
-        set.value = write.value;
-        set.client_flags = write.flags;
-        set.ttl = *ttl;
-        mirror_internal::EncodeSet(*key, set, tag, out);
-        return absl::OkStatus();
-      }
-      case Write::Kind::kDelete:
-        mirror_internal::EncodeDelete(*key, {}, tag, out);
-        return absl::OkStatus();
-      case Write::Kind::kTouch: {
-        absl::StatusOr<int64_t> ttl = mirror_internal::EncodeTtl(*write.ttl, now);
-        if (!ttl.ok()) return ttl.status();
-        mirror_internal::GetRequest touch;
-        touch.value = false;
-        touch.touch_ttl = *ttl;
-        mirror_internal::EncodeGet(*key, touch, tag, out);
-        return absl::OkStatus();
-      }
-    }
-    return absl::InternalError("unknown write kind");
-  }
-
-  // A batch on the wire, waiting for its answer.
-  struct InFlight {
-    std::vector<Write> writes;
-    std::vector<bool> failed;   // by index in `writes`
-    Connection::Ticket ticket;  // null if nothing of it was sent
-    absl::Status status;        // the batch could not be sent
-  };
-
-  // Encodes a batch as quiet requests tagged with their index, then a no-op,
-  // and puts it on the wire without waiting: memcached answers only failures
-  // (by tag) and the no-op, so a batch costs one round trip, and the sender
-  // can encode the next batch while memcached applies this one.
-  InFlight SendBatch(std::vector<Write> writes) {
-    InFlight batch;
-    batch.writes = std::move(writes);
-    batch.failed.assign(batch.writes.size(), false);
-    request_.clear();
-    size_t encoded = 0;
-    const absl::Time now = absl::Now();
-    for (size_t i = 0; i < batch.writes.size(); ++i) {
-      if (absl::Status s = Encode(batch.writes[i], static_cast<uint32_t>(i), now, &request_);
-          !s.ok()) {
-        batch.failed[i] = true;
-        Report(batch.writes[i].key, s);
-      } else {
-        ++encoded;
-      }
-    }
-    if (encoded == 0) return batch;
-    mirror_internal::EncodeNoop(&request_);
-    MemcachedClient::Impl& client = l2_->impl();
-    absl::StatusOr<Connection::Ticket> ticket =
-        client.servers_.front()->connections.front()->Send(request_, 0, client.Deadline());
+    absl::StatusOr<Connection::Ticket> ticket = client.servers_.front()->connections.front()->Send(
+        in_flight.batch.bytes, 0, client.Deadline());
     if (ticket.ok()) {
-      batch.ticket = *std::move(ticket);
+      in_flight.ticket = *std::move(ticket);
     } else {
-      batch.status = ticket.status();
+      in_flight.status = ticket.status();
     }
-    return batch;
+    return in_flight;
   }
 
   // Waits for a batch's answer and accounts for every write in it.
-  void Finish(InFlight& batch) {
-    absl::Status status = batch.status;
-    if (batch.ticket != nullptr) {
+  void Finish(InFlight& in_flight) {
+    const Batch& batch = in_flight.batch;
+    std::vector<bool> failed(batch.count, false);
+    absl::Status status = in_flight.status;
+    if (in_flight.ticket != nullptr) {
       MemcachedClient::Impl& client = l2_->impl();
       absl::StatusOr<std::vector<Response>> responses =
-          client.servers_.front()->connections.front()->Wait(batch.ticket, client.Deadline());
+          client.servers_.front()->connections.front()->Wait(in_flight.ticket, client.Deadline());
       if (!responses.ok()) {
         status = responses.status();
       } else {
@@ -217,11 +220,11 @@ class Mirror::Impl {
           using Code = Response::Code;
           // A quiet delete of a missing key, or a quiet touch of one, is fine.
           if (r.code == Code::kHit || r.code == Code::kNotFound || r.code == Code::kMiss) continue;
-          if (r.opaque.has_value() && *r.opaque < batch.writes.size()) {
-            batch.failed[*r.opaque] = true;
-            Report(batch.writes[*r.opaque].key, absl::InternalError(absl::StrFormat(
-                                                    "memcached refused the write (%s)",
-                                                    r.message.empty() ? "not stored" : r.message)));
+          if (r.opaque.has_value() && *r.opaque < batch.count) {
+            failed[*r.opaque] = true;
+            Report(batch.Key(*r.opaque), absl::InternalError(absl::StrFormat(
+                                             "memcached refused the write (%s)",
+                                             r.message.empty() ? "not stored" : r.message)));
           } else {
             // Error lines carry no tag: the write they belong to is unknown.
             status = absl::InternalError(
@@ -231,29 +234,29 @@ class Mirror::Impl {
       }
     }
     size_t failures = 0;
-    for (size_t i = 0; i < batch.writes.size(); ++i) {
-      if (!batch.failed[i] && !status.ok()) {
-        batch.failed[i] = true;
-        Report(batch.writes[i].key, status);
+    for (size_t i = 0; i < batch.count; ++i) {
+      if (!failed[i] && !status.ok()) {
+        failed[i] = true;
+        Report(batch.Key(i), status);
       }
-      failures += batch.failed[i];
+      failures += failed[i];
     }
     {
       std::lock_guard<std::mutex> hold(mu_);
       failed_ += failures;
-      replicated_ += batch.writes.size() - failures;
-      finished_ += batch.writes.size();
+      replicated_ += batch.count - failures;
+      finished_ += batch.count;
     }
     progress_.notify_all();
   }
 
   void SendLoop() {
     // Batches on the wire at once: enough to keep memcached busy while the
-    // next is encoded, few enough that a failing server costs little.
+    // next is filled, few enough that a failing server costs little.
     constexpr size_t kMaxInFlight = 4;
     std::deque<InFlight> in_flight;
     while (true) {
-      std::vector<Write> writes;
+      std::optional<Batch> next;
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (queue_.empty() && in_flight.empty()) {
@@ -263,22 +266,19 @@ class Mirror::Impl {
           if (queue_.empty()) return;  // stopping, and everything is sent
         }
         if (!queue_.empty() && in_flight.size() < kMaxInFlight) {
-          const size_t n = std::min(queue_.size(), options_.max_batch);
-          writes.reserve(n);
-          for (size_t i = 0; i < n; ++i) {
-            queued_bytes_ -= queue_.front().key.size() + queue_.front().value.size();
-            writes.push_back(std::move(queue_.front()));
-            queue_.pop_front();
-          }
+          next = std::move(queue_.front());
+          queue_.pop_front();
+          queued_writes_ -= next->count;
+          queued_bytes_ -= next->bytes.size();
         }
       }
-      if (writes.empty()) {  // nothing new to send: collect the oldest answer
+      if (!next.has_value()) {  // nothing new to send: collect the oldest answer
         Finish(in_flight.front());
         in_flight.pop_front();
         continue;
       }
       room_.notify_all();
-      in_flight.push_back(SendBatch(std::move(writes)));
+      in_flight.push_back(SendBatch(*std::move(next)));
     }
   }
 
@@ -289,16 +289,16 @@ class Mirror::Impl {
   std::condition_variable work_;      // the queue has writes, or stop
   std::condition_variable room_;      // the queue has room
   std::condition_variable progress_;  // `finished_` grew
-  std::deque<Write> queue_;
+  std::deque<Batch> queue_;           // the last one is being filled
+  size_t queued_writes_ = 0;
+  size_t queued_bytes_ = 0;  // encoded bytes in `queue_`
   bool stop_ = false;
   bool sender_idle_ = false;  // the sender waits on `work_`
-  size_t queued_bytes_ = 0;   // keys and values in `queue_`
   uint64_t accepted_ = 0;     // writes queued (or, synchronous, sent)
   uint64_t finished_ = 0;     // of those, acknowledged or failed
   uint64_t replicated_ = 0;
   uint64_t failed_ = 0;
   uint64_t dropped_ = 0;
-  std::string request_;  // the sender's batch buffer, reused
   std::thread thread_;
 };
 
@@ -321,12 +321,11 @@ absl::Status Mirror::ReplicateValue(std::string_view key, std::string_view value
         absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
                         absl::FormatDuration(*options.ttl)));
   }
-  return impl_->Submit({Impl::Write::Kind::kValue, std::string(key), std::string(value),
-                        options.flags, options.ttl});
+  return impl_->Submit({Impl::Write::Kind::kValue, key, value, options.flags, options.ttl});
 }
 
 absl::Status Mirror::ReplicateDelete(std::string_view key) {
-  return impl_->Submit({Impl::Write::Kind::kDelete, std::string(key), {}, 0, std::nullopt});
+  return impl_->Submit({Impl::Write::Kind::kDelete, key, {}, 0, std::nullopt});
 }
 
 absl::Status Mirror::ReplicateTouch(std::string_view key, absl::Duration ttl) {
@@ -335,7 +334,7 @@ absl::Status Mirror::ReplicateTouch(std::string_view key, absl::Duration ttl) {
         absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
                         absl::FormatDuration(ttl)));
   }
-  return impl_->Submit({Impl::Write::Kind::kTouch, std::string(key), {}, 0, ttl});
+  return impl_->Submit({Impl::Write::Kind::kTouch, key, {}, 0, ttl});
 }
 
 absl::Status Mirror::Flush(absl::Duration timeout) { return impl_->Flush(timeout); }
