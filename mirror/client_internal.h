@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_format.h"
 #include "connection.h"
+#include "ketama.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/memcached.h"
 
@@ -42,14 +43,19 @@ class MemcachedClient::Impl {
   absl::StatusOr<WireKey> Key(std::string_view key) const {
     return mirror_internal::EncodeKey(options_.key_prefix, key);
   }
-  // One server for now; pools (ketama placement) come with their own change.
-  Server& ServerFor(const WireKey&) { return *servers_.front(); }
+  // Pools place keys as libmemcached's ketama does (by the key without the
+  // prefix, as libmemcached hashes a namespaced key).
+  std::unique_ptr<mirror_internal::Ketama> ketama_;  // null with one server
+  size_t ServerIndexFor(std::string_view user_key) const {
+    return ketama_ == nullptr ? 0 : ketama_->ServerFor(user_key);
+  }
+  Server& ServerFor(std::string_view user_key) { return *servers_[ServerIndexFor(user_key)]; }
   absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
 
   // One request, one response.
-  absl::StatusOr<Response> RoundTrip(const WireKey& key, const std::string& request) {
+  absl::StatusOr<Response> RoundTrip(std::string_view user_key, const std::string& request) {
     absl::StatusOr<std::vector<Response>> responses =
-        ServerFor(key).Pick().Call(request, 1, Deadline());
+        ServerFor(user_key).Pick().Call(request, 1, Deadline());
     if (!responses.ok()) return responses.status();
     return std::move(responses->front());
   }

@@ -61,11 +61,6 @@ Item ToItem(Response& r) {
 
 absl::StatusOr<std::unique_ptr<MemcachedClient>> MemcachedClient::Create(MemcachedOptions options) {
   if (options.servers.empty()) return absl::InvalidArgumentError("no memcached servers given");
-  if (options.servers.size() > 1) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%d servers given: pools (ketama placement) are not supported yet; give one server",
-        options.servers.size()));
-  }
   if (options.op_timeout <= absl::ZeroDuration() ||
       options.connect_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("op_timeout and connect_timeout must be positive");
@@ -89,6 +84,7 @@ absl::StatusOr<std::unique_ptr<MemcachedClient>> MemcachedClient::Create(Memcach
   connection_options.reconnect_backoff = options.reconnect_backoff;
   connection_options.max_reconnect_backoff = options.max_reconnect_backoff;
   connection_options.max_value_size = options.max_item_size;
+  std::vector<std::string> names;
   for (const std::string& server : options.servers) {
     absl::StatusOr<mirror_internal::Endpoint> endpoint = mirror_internal::ParseEndpoint(server);
     if (!endpoint.ok()) return endpoint.status();
@@ -97,7 +93,9 @@ absl::StatusOr<std::unique_ptr<MemcachedClient>> MemcachedClient::Create(Memcach
       entry->connections.push_back(std::make_unique<Connection>(*endpoint, connection_options));
     }
     impl->servers_.push_back(std::move(entry));
+    names.push_back(mirror_internal::Ketama::NameFor(endpoint->host, endpoint->port));
   }
+  if (impl->servers_.size() > 1) impl->ketama_ = std::make_unique<mirror_internal::Ketama>(names);
   return std::unique_ptr<MemcachedClient>(new MemcachedClient(std::move(options), std::move(impl)));
 }
 
@@ -111,7 +109,7 @@ absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
   if (!wire.ok()) return wire.status();
   std::string request;
   mirror_internal::EncodeGet(*wire, {}, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
   if (!r.ok()) return r.status();
   if (r->code == Code::kMiss) return std::optional<Item>();
   if (r->code != Code::kValue) return UnexpectedResponse(*r, "get");
@@ -128,30 +126,45 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   // over the server's connections, sent on all of them before any answer is
   // awaited: memcached serves each connection on its own worker thread, and
   // it spends more per key on a meta get than the client does.
-  MemcachedClient::Impl::Server& server = *impl_->servers_.front();
+  // Parts: per server, and a long list split over that server's connections.
+  struct Part {
+    Connection* connection;
+    std::string request;
+  };
+  std::vector<Part> parts;
+  std::vector<std::vector<size_t>> by_server(impl_->servers_.size());
+  for (size_t i = 0; i < keys.size(); ++i) by_server[impl_->ServerIndexFor(keys[i])].push_back(i);
   constexpr size_t kMinKeysPerPart = 32;
-  const size_t parts =
-      std::clamp<size_t>(keys.size() / kMinKeysPerPart, 1, server.connections.size());
-  std::vector<std::string> requests(parts);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    absl::StatusOr<WireKey> wire = impl_->Key(keys[i]);
-    if (!wire.ok()) return wire.status();
-    mirror_internal::EncodeGet(*wire, {}, {static_cast<uint32_t>(i), /*quiet=*/true},
-                               &requests[i * parts / keys.size()]);
+  for (size_t s = 0; s < by_server.size(); ++s) {
+    const std::vector<size_t>& indexes = by_server[s];
+    if (indexes.empty()) continue;
+    MemcachedClient::Impl::Server& server = *impl_->servers_[s];
+    const size_t count =
+        std::clamp<size_t>(indexes.size() / kMinKeysPerPart, 1, server.connections.size());
+    const size_t first_part = parts.size();
+    Connection* const mine = &server.Pick();
+    size_t first = 0;
+    while (server.connections[first].get() != mine) ++first;
+    for (size_t p = 0; p < count; ++p) {
+      parts.push_back({server.connections[(first + p) % server.connections.size()].get(), {}});
+    }
+    for (size_t j = 0; j < indexes.size(); ++j) {
+      const size_t i = indexes[j];
+      absl::StatusOr<WireKey> wire = impl_->Key(keys[i]);
+      if (!wire.ok()) return wire.status();
+      mirror_internal::EncodeGet(*wire, {}, {static_cast<uint32_t>(i), /*quiet=*/true},
+                                 &parts[first_part + j * count / indexes.size()].request);
+    }
   }
   const absl::Time deadline = impl_->Deadline();
-  Connection* const first = &server.Pick();
-  size_t first_index = 0;
-  while (server.connections[first_index].get() != first) ++first_index;
   std::vector<std::pair<Connection*, Connection::Ticket>> sent;
   absl::Status status;
-  for (size_t part = 0; part < parts && status.ok(); ++part) {
-    mirror_internal::EncodeNoop(&requests[part]);
-    Connection* connection =
-        server.connections[(first_index + part) % server.connections.size()].get();
-    absl::StatusOr<Connection::Ticket> ticket = connection->Send(requests[part], 0, deadline);
+  for (Part& part : parts) {
+    if (!status.ok()) break;
+    mirror_internal::EncodeNoop(&part.request);
+    absl::StatusOr<Connection::Ticket> ticket = part.connection->Send(part.request, 0, deadline);
     if (ticket.ok()) {
-      sent.emplace_back(connection, *std::move(ticket));
+      sent.emplace_back(part.connection, *std::move(ticket));
     } else {
       status = ticket.status();
     }
@@ -215,7 +228,7 @@ absl::StatusOr<StoreResult> MemcachedClient::Store(std::string_view key, std::st
   set.compare_cas = cas;
   std::string request;
   mirror_internal::EncodeSet(*wire, set, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
   if (!r.ok()) return r.status();
   switch (r->code) {
     case Code::kHit:
@@ -263,7 +276,7 @@ absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
   if (!wire.ok()) return wire.status();
   std::string request;
   mirror_internal::EncodeDelete(*wire, {}, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kNotFound) return false;
@@ -280,7 +293,7 @@ absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration
   get.touch_ttl = *token;
   std::string request;
   mirror_internal::EncodeGet(*wire, get, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kMiss) return false;
@@ -296,7 +309,7 @@ absl::StatusOr<uint64_t> MemcachedClient::AddToCounter(std::string_view key, uin
   arithmetic.delta = delta;
   std::string request;
   mirror_internal::EncodeArithmetic(*wire, arithmetic, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(*wire, request);
+  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
   if (!r.ok()) return r.status();
   if (r->code == Code::kNotFound) {
     return absl::NotFoundError(

@@ -26,7 +26,8 @@ class Mirror::Impl {
     std::optional<absl::Duration> ttl;  // nullopt: the client's default_ttl
   };
 
-  Impl(MemcachedClient* l2, MirrorOptions options) : l2_(l2), options_(std::move(options)) {
+  Impl(MemcachedClient* l2, MirrorOptions options)
+      : l2_(l2), options_(std::move(options)), queues_(l2->impl().servers_.size()) {
     if (options_.mode == MirrorMode::kAsync) thread_ = std::thread([this] { SendLoop(); });
   }
 
@@ -76,10 +77,11 @@ class Mirror::Impl {
         return why;
       }
     }
-    // Encoded straight into the batch being filled: no per-write object, and
-    // the sender only has to put whole batches on the wire.
-    if (queue_.empty() || queue_.back().count == options_.max_batch) queue_.emplace_back();
-    Batch& batch = queue_.back();
+    // Encoded straight into the batch being filled for the key's server: no
+    // per-write object, and the sender only puts whole batches on the wire.
+    std::deque<Batch>& queue = queues_[client.ServerIndexFor(write.key)];
+    if (queue.empty() || queue.back().count == options_.max_batch) queue.emplace_back();
+    Batch& batch = queue.back();
     const mirror_internal::RequestTag tag{static_cast<uint32_t>(batch.count), /*quiet=*/true};
     const size_t before = batch.bytes.size();
     switch (write.kind) {
@@ -155,6 +157,7 @@ class Mirror::Impl {
   // A batch on the wire, waiting for its answer.
   struct InFlight {
     Batch batch;
+    Connection* connection;
     Connection::Ticket ticket;  // null if it could not be sent
     absl::Status status;        // why not
   };
@@ -189,13 +192,16 @@ class Mirror::Impl {
   // Ends the batch with a no-op and puts it on the wire without waiting:
   // memcached answers only failures (by tag) and the no-op, so a batch costs
   // one round trip, and the next batch is sent while memcached applies this.
-  InFlight SendBatch(Batch batch) {
+  // Each server's batches go on its first connection, so they reach it in
+  // order (a key always maps to the same server).
+  InFlight SendBatch(Batch batch, size_t server) {
     InFlight in_flight;
     in_flight.batch = std::move(batch);
     mirror_internal::EncodeNoop(&in_flight.batch.bytes);
     MemcachedClient::Impl& client = l2_->impl();
-    absl::StatusOr<Connection::Ticket> ticket = client.servers_.front()->connections.front()->Send(
-        in_flight.batch.bytes, 0, client.Deadline());
+    in_flight.connection = client.servers_[server]->connections.front().get();
+    absl::StatusOr<Connection::Ticket> ticket =
+        in_flight.connection->Send(in_flight.batch.bytes, 0, client.Deadline());
     if (ticket.ok()) {
       in_flight.ticket = *std::move(ticket);
     } else {
@@ -212,7 +218,7 @@ class Mirror::Impl {
     if (in_flight.ticket != nullptr) {
       MemcachedClient::Impl& client = l2_->impl();
       absl::StatusOr<std::vector<Response>> responses =
-          client.servers_.front()->connections.front()->Wait(in_flight.ticket, client.Deadline());
+          in_flight.connection->Wait(in_flight.ticket, client.Deadline());
       if (!responses.ok()) {
         status = responses.status();
       } else {
@@ -255,19 +261,21 @@ class Mirror::Impl {
     // next is filled, few enough that a failing server costs little.
     constexpr size_t kMaxInFlight = 4;
     std::deque<InFlight> in_flight;
+    size_t server = 0;  // round-robin over the servers' queues
     while (true) {
       std::optional<Batch> next;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        if (queue_.empty() && in_flight.empty()) {
+        if (queued_writes_ == 0 && in_flight.empty()) {
           sender_idle_ = true;
-          work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+          work_.wait(lock, [&] { return stop_ || queued_writes_ > 0; });
           sender_idle_ = false;
-          if (queue_.empty()) return;  // stopping, and everything is sent
+          if (queued_writes_ == 0) return;  // stopping, and everything is sent
         }
-        if (!queue_.empty() && in_flight.size() < kMaxInFlight) {
-          next = std::move(queue_.front());
-          queue_.pop_front();
+        if (queued_writes_ > 0 && in_flight.size() < kMaxInFlight) {
+          while (queues_[server].empty()) server = (server + 1) % queues_.size();
+          next = std::move(queues_[server].front());
+          queues_[server].pop_front();
           queued_writes_ -= next->count;
           queued_bytes_ -= next->bytes.size();
         }
@@ -278,7 +286,8 @@ class Mirror::Impl {
         continue;
       }
       room_.notify_all();
-      in_flight.push_back(SendBatch(*std::move(next)));
+      in_flight.push_back(SendBatch(*std::move(next), server));
+      server = (server + 1) % queues_.size();
     }
   }
 
@@ -286,10 +295,10 @@ class Mirror::Impl {
   const MirrorOptions options_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_;      // the queue has writes, or stop
-  std::condition_variable room_;      // the queue has room
-  std::condition_variable progress_;  // `finished_` grew
-  std::deque<Batch> queue_;           // the last one is being filled
+  std::condition_variable work_;           // the queue has writes, or stop
+  std::condition_variable room_;           // the queue has room
+  std::condition_variable progress_;       // `finished_` grew
+  std::vector<std::deque<Batch>> queues_;  // per server; the last batch is being filled
   size_t queued_writes_ = 0;
   size_t queued_bytes_ = 0;  // encoded bytes in `queue_`
   bool stop_ = false;

@@ -19,7 +19,7 @@ TIERCACHE_PACKAGES=(
   cmake ninja-build g++
   libabsl-dev robin-map-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
-  memcached libmemcached-dev python3-pymemcache
+  memcached libmemcached-dev python3-pymemcache libmd-dev
   clang-format
 )
 
