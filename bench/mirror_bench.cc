@@ -61,6 +61,20 @@
 namespace tiercache_bench {
 namespace {
 
+// Runs the two clients of a repetition back to back, swapping which goes
+// first on every other repetition, so neither always runs on a warmer or
+// colder machine.
+template <typename A, typename B>
+void RunInAlternatingOrder(int repetition, A& tiercache, B& libmemcached) {
+  if (repetition % 2 == 0) {
+    tiercache();
+    libmemcached();
+  } else {
+    libmemcached();
+    tiercache();
+  }
+}
+
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kDistinctKeys = 10000;
@@ -434,13 +448,7 @@ Row BenchAsyncSets(Fixture& f, std::optional<size_t> max_queued) {
       row.libmemcached_runs.push_back(static_cast<double>(r.replicated) / r.seconds);
       lib_read_back = lib_read_back && r.read_back_ok;
     };
-    if (rep % 2 == 0) {
-      run_tiercache();
-      run_lib();
-    } else {
-      run_lib();
-      run_tiercache();
-    }
+    RunInAlternatingOrder(rep, run_tiercache, run_lib);
   }
   row.tiercache = Median(row.tiercache_runs);
   row.libmemcached = Median(row.libmemcached_runs);
@@ -692,13 +700,9 @@ Row BenchGetMany(Fixture& f, tiercache::MemcachedClient& client, memcached_st* m
   run_lib(50);
   tiercache_short = lib_short = 0;
   for (int rep = 0; rep < kRepetitions; ++rep) {
-    if (rep % 2 == 0) {
-      row.tiercache_runs.push_back(run_tiercache(0));
-      row.libmemcached_runs.push_back(run_lib(0));
-    } else {
-      row.libmemcached_runs.push_back(run_lib(0));
-      row.tiercache_runs.push_back(run_tiercache(0));
-    }
+    auto tiercache = [&] { row.tiercache_runs.push_back(run_tiercache(0)); };
+    auto libmemcached = [&] { row.libmemcached_runs.push_back(run_lib(0)); };
+    RunInAlternatingOrder(rep, tiercache, libmemcached);
   }
   row.tiercache = Median(row.tiercache_runs);
   row.libmemcached = Median(row.libmemcached_runs);
@@ -812,13 +816,7 @@ Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* c
     lib_misses += r.misses;
   };
   for (int rep = 0; rep < kRepetitions; ++rep) {
-    if (rep % 2 == 0) {
-      run_tiercache();
-      run_lib();
-    } else {
-      run_lib();
-      run_tiercache();
-    }
+    RunInAlternatingOrder(rep, run_tiercache, run_lib);
   }
   row.tiercache = Median(row.tiercache_runs);
   row.libmemcached = Median(row.libmemcached_runs);

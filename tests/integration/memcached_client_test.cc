@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
+#include "status_matchers.h"
 #include "tiercache/memcached.h"
 
 namespace tiercache {
@@ -18,13 +19,7 @@ namespace {
 using ::testing::HasSubstr;
 using testing::MemcachedServer;
 
-MATCHER_P(IsOkAndHolds, matcher, "") {
-  if (!arg.ok()) {
-    *result_listener << "status is " << arg.status();
-    return false;
-  }
-  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
-}
+using ::tiercache::testing::IsOkAndHolds;
 
 std::unique_ptr<MemcachedClient> Connect(const std::string& address,
                                          MemcachedOptions options = {}) {
@@ -224,7 +219,7 @@ TEST_F(MemcachedClientTest, ServerDownFailsFastAndRecovers) {
     EXPECT_FALSE(r.ok());
     EXPECT_TRUE(absl::IsUnavailable(r.status()) || absl::IsDeadlineExceeded(r.status()))
         << r.status();
-    EXPECT_LE(absl::Now() - start, options.op_timeout + absl::Milliseconds(100));
+    EXPECT_LE(absl::Now() - start, options.op_timeout + absl::Milliseconds(400));
   }
 
   server_.Start();  // same port, empty
@@ -263,7 +258,9 @@ TEST_F(MemcachedClientTest, HungServerHitsTheDeadline) {
   const absl::Duration took = absl::Now() - start;
   server_.Resume();
   EXPECT_FALSE(r.ok());
-  EXPECT_LE(took, options.op_timeout + absl::Milliseconds(100));
+  // No caller waits past its deadline. The slack absorbs scheduling on a
+  // loaded machine (sanitizers, parallel tests), not a second timeout.
+  EXPECT_LE(took, options.op_timeout + absl::Milliseconds(400));
   EXPECT_GE(took, options.op_timeout - absl::Milliseconds(5));
 }
 

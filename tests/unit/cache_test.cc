@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "status_matchers.h"
 
 namespace tiercache {
 namespace {
@@ -20,13 +21,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Optional;
 
-MATCHER_P(IsOkAndHolds, matcher, "") {
-  if (!arg.ok()) {
-    *result_listener << "status is " << arg.status();
-    return false;
-  }
-  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
-}
+using ::tiercache::testing::IsOkAndHolds;
 
 // A one-shot event on std primitives: Debian's abseil is not instrumented, so
 // ThreadSanitizer would not see Event's happens-before edge.
