@@ -16,7 +16,7 @@ TIERCACHE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # Debian 12. memcached, libmemcached-dev and python3-pymemcache serve the L2
 # (mirror) tests; clang-format keeps the style.
 TIERCACHE_PACKAGES=(
-  cmake ninja-build g++
+  cmake ninja-build g++ pkg-config
   libabsl-dev robin-map-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   memcached libmemcached-dev python3-pymemcache libmd-dev
