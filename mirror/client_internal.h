@@ -60,6 +60,16 @@ class MemcachedClient::Impl {
     return std::move(responses->front());
   }
 
+  // One request for `key`, written by `encode(wire_key, &bytes)`, one response.
+  template <typename EncodeFn>
+  absl::StatusOr<Response> Exchange(std::string_view key, EncodeFn&& encode) {
+    absl::StatusOr<WireKey> wire = Key(key);
+    if (!wire.ok()) return wire.status();
+    std::string request;
+    if (absl::Status s = encode(*wire, &request); !s.ok()) return s;
+    return RoundTrip(key, request);
+  }
+
   absl::Status CheckValue(const WireKey& key, size_t value_size) const {
     // memcached stores key, value and a ~50-byte header in one item.
     constexpr size_t kItemHeader = 64;

@@ -105,11 +105,10 @@ MemcachedClient::MemcachedClient(MemcachedOptions options, std::unique_ptr<Impl>
 MemcachedClient::~MemcachedClient() = default;
 
 absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
-  absl::StatusOr<WireKey> wire = impl_->Key(key);
-  if (!wire.ok()) return wire.status();
-  std::string request;
-  mirror_internal::EncodeGet(*wire, {}, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, std::string* out) {
+    mirror_internal::EncodeGet(wire, {}, {}, out);
+    return absl::OkStatus();
+  });
   if (!r.ok()) return r.status();
   if (r->code == Code::kMiss) return std::optional<Item>();
   if (r->code != Code::kValue) return UnexpectedResponse(*r, "get");
@@ -214,21 +213,20 @@ StoreResult ToStoreResult(Code code) {
 absl::StatusOr<StoreResult> MemcachedClient::Store(std::string_view key, std::string_view value,
                                                    const WriteOptions& options, int mode,
                                                    std::optional<uint64_t> cas) {
-  absl::StatusOr<WireKey> wire = impl_->Key(key);
-  if (!wire.ok()) return wire.status();
-  if (absl::Status s = impl_->CheckValue(*wire, value.size()); !s.ok()) return s;
-  absl::StatusOr<int64_t> ttl =
-      mirror_internal::EncodeTtl(options.ttl.value_or(options_.default_ttl), absl::Now());
-  if (!ttl.ok()) return ttl.status();
-  mirror_internal::SetRequest set;
-  set.value = value;
-  set.client_flags = options.flags;
-  set.ttl = *ttl;
-  set.mode = static_cast<mirror_internal::StoreMode>(mode);
-  set.compare_cas = cas;
-  std::string request;
-  mirror_internal::EncodeSet(*wire, set, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+    if (absl::Status s = impl_->CheckValue(wire, value.size()); !s.ok()) return s;
+    absl::StatusOr<int64_t> ttl =
+        mirror_internal::EncodeTtl(options.ttl.value_or(options_.default_ttl), absl::Now());
+    if (!ttl.ok()) return ttl.status();
+    mirror_internal::SetRequest set;
+    set.value = value;
+    set.client_flags = options.flags;
+    set.ttl = *ttl;
+    set.mode = static_cast<mirror_internal::StoreMode>(mode);
+    set.compare_cas = cas;
+    mirror_internal::EncodeSet(wire, set, {}, out);
+    return absl::OkStatus();
+  });
   if (!r.ok()) return r.status();
   switch (r->code) {
     case Code::kHit:
@@ -272,11 +270,10 @@ absl::StatusOr<StoreResult> MemcachedClient::CompareAndSwap(std::string_view key
 }
 
 absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
-  absl::StatusOr<WireKey> wire = impl_->Key(key);
-  if (!wire.ok()) return wire.status();
-  std::string request;
-  mirror_internal::EncodeDelete(*wire, {}, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, std::string* out) {
+    mirror_internal::EncodeDelete(wire, {}, {}, out);
+    return absl::OkStatus();
+  });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kNotFound) return false;
@@ -284,16 +281,15 @@ absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
 }
 
 absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration ttl) {
-  absl::StatusOr<WireKey> wire = impl_->Key(key);
-  if (!wire.ok()) return wire.status();
-  absl::StatusOr<int64_t> token = mirror_internal::EncodeTtl(ttl, absl::Now());
-  if (!token.ok()) return token.status();
-  mirror_internal::GetRequest get;
-  get.value = false;
-  get.touch_ttl = *token;
-  std::string request;
-  mirror_internal::EncodeGet(*wire, get, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+    absl::StatusOr<int64_t> token = mirror_internal::EncodeTtl(ttl, absl::Now());
+    if (!token.ok()) return token.status();
+    mirror_internal::GetRequest get;
+    get.value = false;
+    get.touch_ttl = *token;
+    mirror_internal::EncodeGet(wire, get, {}, out);
+    return absl::OkStatus();
+  });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kMiss) return false;
@@ -302,14 +298,13 @@ absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration
 
 absl::StatusOr<uint64_t> MemcachedClient::AddToCounter(std::string_view key, uint64_t delta,
                                                        bool increment) {
-  absl::StatusOr<WireKey> wire = impl_->Key(key);
-  if (!wire.ok()) return wire.status();
-  mirror_internal::ArithmeticRequest arithmetic;
-  arithmetic.increment = increment;
-  arithmetic.delta = delta;
-  std::string request;
-  mirror_internal::EncodeArithmetic(*wire, arithmetic, {}, &request);
-  absl::StatusOr<Response> r = impl_->RoundTrip(key, request);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+    mirror_internal::ArithmeticRequest arithmetic;
+    arithmetic.increment = increment;
+    arithmetic.delta = delta;
+    mirror_internal::EncodeArithmetic(wire, arithmetic, {}, out);
+    return absl::OkStatus();
+  });
   if (!r.ok()) return r.status();
   if (r->code == Code::kNotFound) {
     return absl::NotFoundError(
