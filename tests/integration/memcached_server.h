@@ -15,7 +15,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,24 +102,14 @@ class MemcachedServer {
   }
 
   // SIGSTOP / SIGCONT: a server that accepts bytes but never answers.
-  // Returns once the kernel reports the process stopped: kill() only queues
-  // the signal, and a server still running could answer one more request.
+  // Returns once every thread of memcached has stopped: kill() only queues
+  // the signal, and a worker thread still running could answer one more
+  // request. The parent learns of the stop (WUNTRACED) only when the whole
+  // thread group has stopped.
   void Pause() {
     ::kill(pid_, SIGSTOP);
-    const std::string stat_path = "/proc/" + std::to_string(pid_) + "/stat";
-    for (int i = 0; i < 1000; ++i) {
-      std::FILE* stat = std::fopen(stat_path.c_str(), "r");
-      char state = '?';
-      if (stat != nullptr) {
-        // "pid (comm) state ...": the state follows the last ')'.
-        char line[512] = {};
-        const size_t n = std::fread(line, 1, sizeof(line) - 1, stat);
-        std::fclose(stat);
-        const char* paren = std::strrchr(line, ')');
-        if (n > 0 && paren != nullptr && paren[1] == ' ') state = paren[2];
-      }
-      if (state == 'T' || state == 't') return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    int status = 0;
+    while (::waitpid(pid_, &status, WUNTRACED) == pid_ && !WIFSTOPPED(status)) {
     }
   }
   void Resume() { ::kill(pid_, SIGCONT); }
