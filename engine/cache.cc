@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_format.h"
 #include "entry.h"
+#include "single_flight.h"
 #include "stripe.h"
 
 namespace tiercache {
@@ -51,28 +52,6 @@ std::string_view StoreResultName(StoreResult result) {
   return "unknown";
 }
 
-namespace engine_internal {
-
-// One in-flight GetOrLoad per key: the first caller (the leader) loads; the
-// others wait on `done`. std primitives, so ThreadSanitizer sees the handoff.
-struct Flight {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  absl::StatusOr<std::string> result;
-};
-
-struct Flights {
-  struct alignas(64) Shard {
-    std::mutex mu;
-    absl::flat_hash_map<std::string, std::shared_ptr<Flight>> by_key;
-  };
-  std::array<Shard, 16> shards;
-  Shard& For(uint64_t hash) { return shards[hash % shards.size()]; }
-};
-
-}  // namespace engine_internal
-
 struct Cache::Reaper {
   std::mutex mu;
   std::condition_variable cv;
@@ -96,8 +75,8 @@ constexpr size_t kMinItemsPerStripe = 128;
 size_t AutomaticStripes(const CacheOptions& o) {
   const size_t largest = Cache::ChargeFor(o.max_key_size, o.max_value_size, /*expires=*/true);
   size_t stripes = kMaxStripes;
-  while (stripes > 1 &&
-         (o.max_bytes / stripes < largest || (o.max_items != 0 && o.max_items / stripes < kMinItemsPerStripe))) {
+  while (stripes > 1 && (o.max_bytes / stripes < largest ||
+                         (o.max_items != 0 && o.max_items / stripes < kMinItemsPerStripe))) {
     stripes /= 2;
   }
   return stripes;
@@ -153,7 +132,7 @@ absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
 Cache::Cache(CacheOptions options, size_t stripe_count)
     : options_(std::move(options)),
       stripe_shift_(64 - std::countr_zero(stripe_count)),
-      flights_(std::make_unique<engine_internal::Flights>()) {
+      flights_(std::make_unique<engine_internal::SingleFlight>()) {
   if (options_.clock == nullptr) options_.clock = Clock::Real();
   stripes_.reserve(stripe_count);
   for (size_t i = 0; i < stripe_count; ++i) {
@@ -462,63 +441,25 @@ absl::StatusOr<std::string> Cache::GetOrLoad(std::string_view key, Loader loader
   std::string value;
   if (Get(key, &value)) return value;
 
-  const uint64_t hash = engine_internal::HashKey(key);
-  engine_internal::Flights::Shard& shard = flights_->For(hash);
-  std::shared_ptr<engine_internal::Flight> flight;
-  bool leader = false;
-  {
-    std::lock_guard<std::mutex> hold(shard.mu);
-    auto [it, inserted] = shard.by_key.try_emplace(absl::string_view(key.data(), key.size()));
-    if (inserted) it->second = std::make_shared<engine_internal::Flight>();
-    flight = it->second;
-    leader = inserted;
-    if (!leader) load_waits_.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (!leader) {
-    std::unique_lock<std::mutex> hold(flight->mu);
-    flight->cv.wait(hold, [&] { return flight->done; });
-    return flight->result;
-  }
-
-  // Hands the result to the waiters even if the loader throws.
-  struct Completion {
-    engine_internal::Flights::Shard& shard;
-    std::shared_ptr<engine_internal::Flight>& flight;
-    std::string_view key;
-    absl::StatusOr<std::string> result =
-        absl::InternalError("GetOrLoad: the loader threw an exception");
-    ~Completion() {
-      {
-        std::lock_guard<std::mutex> hold(shard.mu);
-        shard.by_key.erase(absl::string_view(key.data(), key.size()));
-      }
-      {
-        std::lock_guard<std::mutex> hold(flight->mu);
-        flight->result = std::move(result);
-        flight->done = true;
-      }
-      flight->cv.notify_all();
-    }
-  } completion{shard, flight, key};
-
-  // A leader that finished just before we registered has stored the value.
-  // Not a request of its own: the caller's miss is already counted.
-  if (Read(key, &value, /*count=*/false)) {
-    completion.result = value;
-    return value;
-  }
-  loads_.fetch_add(1, std::memory_order_relaxed);
-  absl::StatusOr<std::string> loaded = loader(key);
-  if (loaded.ok()) {
-    if (absl::Status s = Set(key, *loaded, options); !s.ok()) {
-      loaded = absl::Status(s.code(), absl::StrFormat("GetOrLoad could not cache the loaded "
-                                                      "value: %s",
-                                                      s.message()));
-    }
-  }
-  if (!loaded.ok()) load_failures_.fetch_add(1, std::memory_order_relaxed);
-  completion.result = loaded;
-  return loaded;
+  return flights_->Do(
+      key, engine_internal::HashKey(key),
+      [&]() -> absl::StatusOr<std::string> {
+        // A leader that finished just before this one registered has stored
+        // the value. Not a request of its own: the caller's miss is counted.
+        if (Read(key, &value, /*count=*/false)) return value;
+        loads_.fetch_add(1, std::memory_order_relaxed);
+        absl::StatusOr<std::string> loaded = loader(key);
+        if (loaded.ok()) {
+          if (absl::Status s = Set(key, *loaded, options); !s.ok()) {
+            loaded = absl::Status(
+                s.code(),
+                absl::StrFormat("GetOrLoad could not cache the loaded value: %s", s.message()));
+          }
+        }
+        if (!loaded.ok()) load_failures_.fetch_add(1, std::memory_order_relaxed);
+        return loaded;
+      },
+      &load_waits_);
 }
 
 size_t Cache::ReclaimExpired() {

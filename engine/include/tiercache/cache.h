@@ -139,7 +139,7 @@ using Loader = absl::FunctionRef<absl::StatusOr<std::string>(std::string_view ke
 
 namespace engine_internal {
 class Stripe;
-struct Flights;
+class SingleFlight;
 struct Graveyard;
 enum class StoreMode : int;
 }  // namespace engine_internal
@@ -231,7 +231,7 @@ class Cache {
   CacheOptions options_;
   int stripe_shift_;  // 64 - log2(stripes); 64 when there is one stripe
   std::vector<std::unique_ptr<engine_internal::Stripe>> stripes_;
-  std::unique_ptr<engine_internal::Flights> flights_;
+  std::unique_ptr<engine_internal::SingleFlight> flights_;
   std::atomic<uint64_t> loads_{0};
   std::atomic<uint64_t> load_failures_{0};
   std::atomic<uint64_t> load_waits_{0};
