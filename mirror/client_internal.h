@@ -21,6 +21,10 @@ using mirror_internal::Connection;
 using mirror_internal::Response;
 using mirror_internal::WireKey;
 
+// A response that is not one of the request's normal answers, as a status
+// naming `what` was asked (CLIENT_ERROR, SERVER_ERROR, ERROR, ...).
+absl::Status UnexpectedResponse(const Response& r, std::string_view what);
+
 class MemcachedClient::Impl {
  public:
   struct Server {

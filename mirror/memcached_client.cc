@@ -15,9 +15,6 @@ namespace tiercache {
 
 using Code = mirror_internal::Response::Code;
 
-namespace {
-
-// A response line that is not one of the request's normal answers.
 absl::Status UnexpectedResponse(const Response& r, std::string_view what) {
   switch (r.code) {
     case Code::kClientError:
@@ -46,6 +43,8 @@ absl::Status UnexpectedResponse(const Response& r, std::string_view what) {
                                                  std::string(what), static_cast<int>(r.code)));
   }
 }
+
+namespace {
 
 Item ToItem(Response& r) {
   Item item;

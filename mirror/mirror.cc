@@ -1,5 +1,6 @@
 #include "tiercache/mirror.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -123,11 +124,14 @@ class Mirror::Impl {
     if (!progress_.wait_until(lock, absl::ToChronoTime(absl::Now() + timeout),
                               [&] { return finished_ >= target; })) {
       return absl::DeadlineExceededError(
-          absl::StrFormat("Flush: %d writes still unacknowledged after %s", target - finished_,
-                          absl::FormatDuration(timeout)));
+          absl::StrFormat("Flush: %d writes still unacknowledged after %s",
+                          target - finished_.load(), absl::FormatDuration(timeout)));
     }
     return absl::OkStatus();
   }
+
+  uint64_t accepted() const { return accepted_.load(std::memory_order_acquire); }
+  uint64_t finished() const { return finished_.load(std::memory_order_acquire); }
 
   MirrorStats Stats() const {
     std::lock_guard<std::mutex> hold(mu_);
@@ -303,8 +307,10 @@ class Mirror::Impl {
   size_t queued_bytes_ = 0;  // encoded bytes in `queue_`
   bool stop_ = false;
   bool sender_idle_ = false;  // the sender waits on `work_`
-  uint64_t accepted_ = 0;     // writes queued (or, synchronous, sent)
-  uint64_t finished_ = 0;     // of those, acknowledged or failed
+  // Atomic so that accepted_writes()/finished_writes() read them without the
+  // lock; written under it.
+  std::atomic<uint64_t> accepted_{0};  // writes queued (or, synchronous, sent)
+  std::atomic<uint64_t> finished_{0};  // of those, acknowledged or failed
   uint64_t replicated_ = 0;
   uint64_t failed_ = 0;
   uint64_t dropped_ = 0;
@@ -364,5 +370,7 @@ absl::StatusOr<std::optional<std::string>> FillFromL2(Cache& l1, MemcachedClient
 }
 
 MirrorStats Mirror::Stats() const { return impl_->Stats(); }
+uint64_t Mirror::accepted_writes() const { return impl_->accepted(); }
+uint64_t Mirror::finished_writes() const { return impl_->finished(); }
 
 }  // namespace tiercache

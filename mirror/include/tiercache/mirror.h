@@ -87,6 +87,13 @@ class Mirror {
 
   MirrorStats Stats() const;
 
+  // Writes accepted so far, and of those, finished (acknowledged or failed).
+  // Cheap (no lock): the n-th write accepted has reached memcached, or
+  // failed, once finished_writes() >= n. TieredCache uses this to tell a
+  // copy whose write is still queued from one that memcached has.
+  uint64_t accepted_writes() const;
+  uint64_t finished_writes() const;
+
   class Impl;
 
  private:

@@ -1,0 +1,186 @@
+// tiercache/tiered_cache.h — one cache that many application replicas share.
+//
+// A `TieredCache` is an in-process L1 (`Cache`) in front of a memcached L2
+// (`MemcachedClient`), with a loader for the canonical data source behind
+// both. Each replica (process) has its own L1; all share the L2.
+//
+// Reads: `Get` answers from L1, then L2 (filling L1). `GetOrLoad` adds the
+// loader: for a key missing from both tiers exactly one loader call runs
+// across all replicas. Inside a process concurrent callers share one flight;
+// across processes the flight's leader takes a memcached lease (`mg ... N`):
+// the replica that wins it loads and stores, the others poll L2 until the
+// value appears. A waiter stops waiting after `lease_wait` and loads itself;
+// a winner that dies mid-load holds the lease for at most `lease_ttl`.
+//
+// Writes: `Set` writes L1 and replicates to L2 (queued and pipelined in
+// `MirrorMode::kAsync`, the default; acknowledged before returning in
+// `kSync`). `Delete` removes the L1 copy and waits (up to `op_timeout`) until
+// memcached has applied the delete, so no replica, this one included, reads
+// the old value from L2 after it returns OK.
+//
+// Coherence: an L1 copy is served without asking L2 for `max_staleness`
+// after it was last checked against L2. After that, the next read revalidates
+// it by CAS (`mg <key> c`, no value): unchanged, it is served and checked
+// again `max_staleness` later; changed, L2's value replaces it; gone, it is
+// dropped. So a write or delete that has reached memcached is seen by every
+// replica within `max_staleness` plus one round trip. docs/tiered.md gives
+// the exact guarantee and its limits.
+//
+// Read-modify-write across replicas goes to L2, the shared truth: `GetItem`
+// returns L2's item with its CAS, `CompareAndSwap` stores only if that CAS
+// still matches, `Increment`/`Decrement` are memcached's atomic counters.
+//
+// Outages: every L2 call has a deadline (`l2.op_timeout`). While memcached
+// is down L1 keeps serving (stale copies too: revalidation is skipped and
+// counted), `GetOrLoad` falls back to the loader, writes that cannot be
+// replicated are counted in `Stats().mirror` and reported to `on_l2_error`,
+// and replication resumes by itself when memcached returns.
+//
+// Warm-up: with `fallback_servers` (an old pool), an L2 miss reads the old
+// pool; a hit fills L1 and is `add`ed to the primary pool, which never
+// overwrites newer data there.
+//
+// Thread-safe. Bad input (an empty or too-long key, a value over the limits)
+// is InvalidArgument naming the limit, and nothing is written to either tier.
+
+#ifndef TIERCACHE_TIERED_CACHE_H_
+#define TIERCACHE_TIERED_CACHE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "tiercache/cache.h"
+#include "tiercache/memcached.h"
+#include "tiercache/mirror.h"
+
+namespace tiercache {
+
+struct TieredOptions {
+  // The L1 of this process. Its `on_removal` sees values as they were
+  // written; its `max_value_size` bounds the values of every write.
+  CacheOptions l1;
+  // The shared L2.
+  MemcachedOptions l2;
+  MirrorMode mirror_mode = MirrorMode::kAsync;
+  // Bounds on the asynchronous replication queue (see mirror.h).
+  size_t max_queued_writes = 1000000;
+  size_t max_queued_bytes = 64 << 20;
+  // An L1 copy is served for this long after it was last checked against L2,
+  // then revalidated. ZeroDuration: every read checks L2 (but a hit still
+  // transfers no value when nothing changed). InfiniteDuration: never.
+  absl::Duration max_staleness = absl::Seconds(1);
+  // An old pool, read on L2 misses (warm-up); same key_prefix and timeouts.
+  std::vector<std::string> fallback_servers;
+  // The lifetime of the lease a loading replica holds in memcached: how long
+  // a replica that died mid-load can keep others from winning a new lease.
+  // Whole seconds, >= 1.
+  absl::Duration lease_ttl = absl::Seconds(30);
+  // How long a replica waits for another replica's load before it loads
+  // itself. Bounds every GetOrLoad's wait (plus its own L2 calls and loader).
+  absl::Duration lease_wait = absl::Seconds(2);
+  // Called for every L2 failure (a failed read, a write lost or refused).
+  // Must not block for long; may run on the mirror's thread.
+  std::function<void(std::string_view key, const absl::Status& why)> on_l2_error;
+};
+
+// Per call of GetOrLoad.
+struct LoadOptions {
+  // > 0: early refresh. When a cached value has less than this left to live,
+  // one replica (the one memcached picks) reloads it, while every other
+  // caller keeps getting the current value. Whole seconds (memcached's clock).
+  absl::Duration refresh_ahead = absl::ZeroDuration();
+};
+
+struct TieredStats {
+  CacheStats l1;               // this process's L1 (its hits include revalidated copies)
+  MirrorStats mirror;          // replication: failed + dropped writes are what L2 lost
+  uint64_t l1_hits = 0;        // reads answered by an L1 copy
+  uint64_t l2_hits = 0;        // reads answered by L2 (filling L1)
+  uint64_t l2_misses = 0;      // reads L2 could not answer: not there
+  uint64_t l2_errors = 0;      // L2 calls that failed (down, timeout, refused)
+  uint64_t fallback_hits = 0;  // L2 misses answered by the old pool
+  uint64_t revalidations = 0;  // stale L1 copies checked against L2
+  uint64_t revalidated_unchanged = 0;
+  uint64_t revalidated_changed = 0;  // replaced by L2's newer value
+  uint64_t revalidated_gone = 0;     // dropped: deleted or expired in L2
+  uint64_t loads = 0;                // loader calls
+  uint64_t load_failures = 0;
+  uint64_t lease_wins = 0;      // this replica won a lease and loaded
+  uint64_t lease_waits = 0;     // waited for another replica's load
+  uint64_t lease_timeouts = 0;  // waited lease_wait, then loaded itself
+  uint64_t refreshes = 0;       // early refreshes this replica did
+};
+
+class TieredCache {
+ public:
+  // Validates the options (memcached is not contacted: a server that is down
+  // now is counted later, not an error here).
+  static absl::StatusOr<std::unique_ptr<TieredCache>> Create(TieredOptions options);
+  // Sends what is queued for L2 (up to op_timeout), then stops.
+  ~TieredCache();
+  TieredCache(const TieredCache&) = delete;
+  TieredCache& operator=(const TieredCache&) = delete;
+
+  // L1, then L2 (then the old pool). nullopt on a miss, on bad input, and
+  // when L2 cannot answer and L1 has no copy (counted in l2_errors).
+  std::optional<std::string> Get(std::string_view key);
+
+  // L1, then L2, then `loader`; fills both tiers. One loader call per missing
+  // key across all replicas (see the top of this file). A loader error
+  // reaches every caller waiting for it and is not cached.
+  absl::StatusOr<std::string> GetOrLoad(std::string_view key, Loader loader,
+                                        WriteOptions options = {}, LoadOptions load = {});
+
+  // Writes L1 and replicates to L2. kAsync: OK once queued (ResourceExhausted
+  // if the queue is full); kSync: OK once memcached stored it (its error
+  // otherwise; L1 keeps the value either way).
+  absl::Status Set(std::string_view key, std::string_view value, WriteOptions options = {});
+  // Removes the key from L1 and L2 and waits until memcached applied the
+  // delete. Not an error if the key was absent. On an error (L2 down, queue
+  // full, timeout) L1's copy is gone but other replicas and L2 may still hold
+  // the value: retry the delete.
+  absl::Status Delete(std::string_view key);
+
+  // L2's item (value, flags, CAS, expiry), for read-modify-write across
+  // replicas; fills L1. nullopt if L2 has no such key. An L2 failure is an
+  // error, not a stale L1 answer: a CAS needs L2's current CAS.
+  absl::StatusOr<std::optional<Item>> GetItem(std::string_view key);
+  // Stores in L2 only if its CAS is still `cas` (from GetItem), then in L1.
+  // kExists/kNotFound drop the L1 copy, which is then known to be old.
+  absl::StatusOr<StoreResult> CompareAndSwap(std::string_view key, std::string_view value,
+                                             uint64_t cas, WriteOptions options = {});
+  // memcached's counters, on L2 (NotFound when missing); L1 keeps the result.
+  absl::StatusOr<uint64_t> Increment(std::string_view key, uint64_t delta);
+  absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
+
+  // Waits until every write so far has been acknowledged by L2 (or failed).
+  absl::Status Flush(absl::Duration deadline);
+
+  // L1 holds each value behind a small header of its own (L2's CAS and when
+  // it was last checked); use this cache's methods to read values.
+  const Cache& l1() const { return *l1_; }
+  MemcachedClient& l2() { return *l2_; }
+  TieredStats Stats() const;
+
+  class Impl;
+
+ private:
+  TieredCache(std::unique_ptr<Cache> l1, std::unique_ptr<MemcachedClient> l2,
+              std::unique_ptr<Impl> impl);
+  std::unique_ptr<Cache> l1_;
+  std::unique_ptr<MemcachedClient> l2_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tiercache
+
+#endif  // TIERCACHE_TIERED_CACHE_H_
