@@ -167,16 +167,19 @@ class TieredCache::Impl {
   absl::Status Delete(std::string_view key) {
     if (absl::Status s = CheckKey(key); !s.ok()) return s;
     l1_.Delete(key);
-    absl::Status status = mirror_->ReplicateDelete(key);
-    if (status.ok() && options_.mirror_mode == MirrorMode::kAsync) {
-      // Until memcached applies the delete, a read here would fill L1 again
-      // from L2's old copy.
+    // Writes queued before the delete reach memcached first; the delete itself
+    // goes straight to memcached, so its own answer is known. (Until it is
+    // applied, a read here would fill L1 again from L2's old copy.)
+    absl::Status status;
+    if (options_.mirror_mode == MirrorMode::kAsync) {
       status = mirror_->Flush(l2_.options().op_timeout);
     }
+    if (status.ok()) status = l2_.Delete(key).status();
     if (status.ok() && fallback_ != nullptr) {
       // Or the warm-up would read the value back from the old pool.
       status = fallback_->Delete(key).status();
     }
+    if (!status.ok()) CountError(key, status);
     // A read that fetched the old value before memcached applied the delete
     // may have filled L1 meanwhile.
     l1_.Delete(key);

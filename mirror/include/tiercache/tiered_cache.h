@@ -14,9 +14,9 @@
 //
 // Writes: `Set` writes L1 and replicates to L2 (queued and pipelined in
 // `MirrorMode::kAsync`, the default; acknowledged before returning in
-// `kSync`). `Delete` removes the L1 copy and waits (up to `op_timeout`) until
-// memcached has applied the delete, so no replica, this one included, reads
-// the old value from L2 after it returns OK.
+// `kSync`). `Delete` removes the L1 copy, lets the writes queued before it
+// reach memcached, and deletes synchronously, so after it returns OK no
+// replica, this one included, reads the old value from L2.
 //
 // Coherence: an L1 copy is served without asking L2 for `max_staleness`
 // after it was last checked against L2. After that, the next read revalidates

@@ -1,0 +1,194 @@
+// TieredCache across real processes: each replica is a separate process with
+// its own L1 (tests/integration/replica_main.cc), all on one real memcached.
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "memcached_server.h"
+#include "replica_process.h"
+#include "tiercache/memcached.h"
+
+namespace tiercache {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::MemcachedServer;
+using testing::ReplicaProcess;
+using ::testing::StartsWith;
+
+class ReplicaTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ReplicaProcess> Start(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--server=" + server_.address()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto replica = std::make_unique<ReplicaProcess>(args);
+    EXPECT_TRUE(replica->running());
+    return replica;
+  }
+  std::unique_ptr<MemcachedClient> Direct() {
+    MemcachedOptions options;
+    options.servers = {server_.address()};
+    return *MemcachedClient::Create(options);
+  }
+
+  MemcachedServer server_;
+};
+
+// Replicas on fake clocks: "advance" moves one replica's time past
+// max_staleness without sleeping, so what each read returns is exact.
+TEST_F(ReplicaTest, WritesAndDeletesReachOtherReplicasWithinMaxStaleness) {
+  auto writer = Start({"--mode=sync", "--fake_clock", "--max_staleness_ms=1000"});
+  auto reader = Start({"--mode=sync", "--fake_clock", "--max_staleness_ms=1000"});
+  ASSERT_EQ(writer->Call("set k v1"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v1");  // from L2, now in the reader's L1
+
+  ASSERT_EQ(writer->Call("set k v2"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v1");  // its L1 copy is younger than max_staleness
+  EXPECT_EQ(reader->Call("advance 999"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v1");
+  EXPECT_EQ(reader->Call("advance 1"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v2");  // revalidated: L2 changed
+
+  ASSERT_EQ(writer->Call("delete k"), "ok");
+  EXPECT_EQ(writer->Call("get k"), "miss");  // the writer's own L1 and L2
+  EXPECT_EQ(reader->Call("get k"), "hit v2");
+  EXPECT_EQ(reader->Call("advance 1000"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "miss");  // revalidated: gone from L2
+  EXPECT_EQ(reader->Stats()["revalidations"], 2u);
+}
+
+TEST_F(ReplicaTest, AsyncWritesAreSeenAfterFlushPlusMaxStaleness) {
+  auto writer = Start({"--fake_clock"});
+  auto reader = Start({"--fake_clock"});
+  ASSERT_EQ(writer->Call("set k v1"), "ok");
+  ASSERT_EQ(writer->Call("flush"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v1");
+  ASSERT_EQ(writer->Call("set k v2"), "ok");
+  ASSERT_EQ(writer->Call("flush"), "ok");
+  EXPECT_EQ(reader->Call("advance 1000"), "ok");
+  EXPECT_EQ(reader->Call("get k"), "hit v2");
+  // The writer's own copy, revalidated by value (an async write returns no
+  // CAS), stays its value.
+  EXPECT_EQ(writer->Call("advance 1000"), "ok");
+  EXPECT_EQ(writer->Call("get k"), "hit v2");
+}
+
+TEST_F(ReplicaTest, OneLoadForAKeyRequestedByFourProcessesOfFourThreads) {
+  std::vector<std::unique_ptr<ReplicaProcess>> replicas;
+  for (int i = 0; i < 4; ++i) replicas.push_back(Start());
+  // All at once; the loader takes 300 ms, long enough that every replica
+  // asks while the first load runs.
+  for (auto& replica : replicas) replica->Send("load hot 4 300");
+  uint64_t calls = 0;
+  std::string value;
+  for (auto& replica : replicas) {
+    const std::string answer = replica->ReadLine();
+    ASSERT_THAT(answer, StartsWith("loaded calls=")) << answer;
+    calls += answer[13] - '0';
+    const std::string this_value = answer.substr(answer.find("value=") + 6);
+    if (value.empty()) value = this_value;
+    EXPECT_EQ(this_value, value);  // every thread of every replica got the one load
+  }
+  EXPECT_EQ(calls, 1u);
+  uint64_t wins = 0;
+  for (auto& replica : replicas) wins += replica->Stats()["lease_wins"];
+  EXPECT_EQ(wins, 1u);
+  EXPECT_EQ((*Direct()->Get("hot"))->value, value);
+}
+
+TEST_F(ReplicaTest, ARestartedReplicaStartsWarmFromL2) {
+  auto first = Start();
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(first->Call(absl::StrCat("set k", i, " v", i)), "ok");
+  first->Quit();  // flushes its queue on the way out
+
+  auto restarted = Start();
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(restarted->Call(absl::StrCat("get k", i)), absl::StrCat("hit v", i));
+  }
+  ASSERT_THAT(restarted->Call("load k7 1 0"), StartsWith("loaded calls=0 value=v7"));
+  std::map<std::string, uint64_t> stats = restarted->Stats();
+  EXPECT_EQ(stats["l2_hits"], 100u);
+  EXPECT_EQ(stats["l1_hits"], 1u);
+  EXPECT_EQ(stats["loads"], 0u);
+}
+
+TEST_F(ReplicaTest, FourProcessesOfCasIncrementsAddUpExactly) {
+  ASSERT_EQ(Direct()->Set("counter", "0").status(), absl::OkStatus());
+  std::vector<std::unique_ptr<ReplicaProcess>> replicas;
+  for (int i = 0; i < 4; ++i) replicas.push_back(Start());
+  for (auto& replica : replicas) replica->Send("cas-incr counter 500");
+  for (auto& replica : replicas) EXPECT_THAT(replica->ReadLine(), StartsWith("ok retries="));
+  EXPECT_EQ((*Direct()->Get("counter"))->value, "2000");
+}
+
+TEST_F(ReplicaTest, AWinnerThatDiesMidLoadHoldsTheKeyOnlyUntilItsLeaseExpires) {
+  auto doomed = Start({"--lease_ttl_s=2"});
+  doomed->Send("hang k");
+  ASSERT_EQ(doomed->ReadLine(), "loading");  // it holds the lease
+  doomed->Kill();
+
+  // Waits are bounded by lease_wait (20 s here), but the stub expires after
+  // 2 s: this replica wins the next lease and loads once.
+  auto survivor = Start({"--lease_ttl_s=2"});
+  EXPECT_THAT(survivor->Call("load k 2 10"), StartsWith("loaded calls=1"));
+  std::map<std::string, uint64_t> stats = survivor->Stats();
+  EXPECT_EQ(stats["lease_wins"], 1u);
+  EXPECT_EQ(stats["lease_waits"], 1u);
+  EXPECT_EQ(stats["lease_timeouts"], 0u);
+}
+
+TEST_F(ReplicaTest, AWaiterLoadsItselfAfterLeaseWait) {
+  auto holder = Start();
+  holder->Send("hang k");
+  ASSERT_EQ(holder->ReadLine(), "loading");
+  auto waiter = Start({"--lease_wait_ms=300"});
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(waiter->Call("load k 1 10"), StartsWith("loaded calls=1"));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, std::chrono::milliseconds(300));
+  std::map<std::string, uint64_t> stats = waiter->Stats();
+  EXPECT_EQ(stats["lease_timeouts"], 1u);
+  EXPECT_EQ(stats["lease_wins"], 0u);
+}
+
+TEST_F(ReplicaTest, AnL2OutageIsSurvivedAndReplicationResumes) {
+  auto replica = Start({"--op_timeout_ms=200", "--lease_wait_ms=1000"});
+  ASSERT_EQ(replica->Call("set cached v"), "ok");
+  ASSERT_EQ(replica->Call("flush"), "ok");
+
+  server_.Stop();
+  EXPECT_EQ(replica->Call("get cached"), "hit v");  // L1 keeps serving
+  // A missing key: the L2 call fails within op_timeout, the loader answers.
+  EXPECT_THAT(replica->Call("load fresh 2 10"), StartsWith("loaded calls=1"));
+  EXPECT_THAT(replica->Call("get fresh"), StartsWith("hit v-"));  // and L1 keeps it
+  ASSERT_EQ(replica->Call("set lost v"), "ok");                   // queued; cannot be replicated
+  EXPECT_THAT(replica->Call("flush"), StartsWith("ok"));          // finished: failed, and counted
+  std::map<std::string, uint64_t> stats = replica->Stats();
+  EXPECT_GE(stats["failed"], 1u);  // what L2 lost
+  EXPECT_GE(stats["l2_errors"], 1u);
+
+  server_.Start();  // same port, empty
+  // Until the client's next reconnect attempt (backoff: 10..100 ms here) the
+  // server still counts as down and writes fail fast; then they land again.
+  bool resumed = false;
+  for (int i = 0; i < 200 && !resumed; ++i) {
+    ASSERT_EQ(replica->Call(absl::StrCat("set after", i, " v2")), "ok");
+    ASSERT_EQ(replica->Call("flush"), "ok");
+    absl::StatusOr<std::optional<Item>> item = Direct()->Get(absl::StrCat("after", i));
+    ASSERT_TRUE(item.ok()) << item.status();
+    resumed = item->has_value() && (*item)->value == "v2";
+    if (!resumed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_FALSE(Direct()->Get("lost")->has_value());
+}
+
+}  // namespace
+}  // namespace tiercache

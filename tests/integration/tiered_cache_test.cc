@@ -1,0 +1,396 @@
+// TieredCache in one process: two instances are two replicas (each with its
+// own L1 and its own fake clock) on one real memcached, so what each read
+// returns is exact. tests/integration/replica_test.cc does the same across
+// real processes.
+
+#include "tiercache/tiered_cache.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "memcached_server.h"
+#include "status_matchers.h"
+
+namespace tiercache {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::IsOkAndHolds;
+using testing::MemcachedServer;
+using ::testing::Optional;
+
+// A one-shot event on std primitives (TSan sees them).
+class Event {
+ public:
+  void Notify() {
+    std::lock_guard<std::mutex> hold(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> hold(mu_);
+    cv_.wait(hold, [&] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+class TieredCacheTest : public ::testing::Test {
+ protected:
+  TieredOptions Options(FakeClock* clock = nullptr) {
+    TieredOptions options;
+    options.l1.max_bytes = 8 << 20;
+    options.l1.clock = clock;
+    options.l2.servers = {server_.address()};
+    options.l2.op_timeout = absl::Milliseconds(300);
+    options.l2.reconnect_backoff = absl::Milliseconds(5);
+    options.l2.max_reconnect_backoff = absl::Milliseconds(20);
+    options.max_staleness = absl::Seconds(1);
+    return options;
+  }
+  std::unique_ptr<TieredCache> Make(TieredOptions options) {
+    absl::StatusOr<std::unique_ptr<TieredCache>> cache = TieredCache::Create(std::move(options));
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return *std::move(cache);
+  }
+  std::unique_ptr<MemcachedClient> Direct(const std::string& address) {
+    MemcachedOptions options;
+    options.servers = {address};
+    return *MemcachedClient::Create(options);
+  }
+
+  MemcachedServer server_;
+  FakeClock clock_a_;
+  FakeClock clock_b_;
+};
+
+TEST_F(TieredCacheTest, ReadsComeFromL1ThenL2) {
+  auto a = Make(Options(&clock_a_));
+  auto b = Make(Options(&clock_b_));
+  ASSERT_TRUE(a->Set("k", "v", {std::nullopt, 7}).ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  EXPECT_THAT(a->Get("k"), Optional(std::string("v")));  // its own L1
+  EXPECT_THAT(b->Get("k"), Optional(std::string("v")));  // L2, filling b's L1
+  EXPECT_THAT(b->Get("k"), Optional(std::string("v")));  // b's L1
+  EXPECT_EQ(b->Get("absent"), std::nullopt);
+  TieredStats stats = b->Stats();
+  EXPECT_EQ(stats.l2_hits, 1u);
+  EXPECT_EQ(stats.l1_hits, 1u);
+  EXPECT_EQ(stats.l2_misses, 1u);
+  EXPECT_EQ(stats.l2_errors, 0u);
+  EXPECT_EQ(stats.l1.items, 1u);
+  EXPECT_EQ((*Direct(server_.address())->Get("k"))->flags, 7u);
+}
+
+TEST_F(TieredCacheTest, UnchangedCopiesAreRevalidatedByCasAndKept) {
+  TieredOptions options = Options(&clock_b_);
+  auto a = Make(Options(&clock_a_));
+  std::vector<std::string> removed;
+  options.l1.on_removal = [&](const Removal& r) { removed.push_back(std::string(r.value)); };
+  auto b = Make(options);
+  ASSERT_TRUE(a->Set("k", "v1").ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  ASSERT_THAT(b->Get("k"), Optional(std::string("v1")));
+  for (int i = 0; i < 3; ++i) {
+    clock_b_.Advance(absl::Seconds(1));
+    EXPECT_THAT(b->Get("k"), Optional(std::string("v1")));
+  }
+  TieredStats stats = b->Stats();
+  EXPECT_EQ(stats.revalidations, 3u);
+  EXPECT_EQ(stats.revalidated_unchanged, 3u);
+  EXPECT_EQ(stats.l2_hits, 1u);  // the value crossed the wire once
+  // Restamping rewrites the entry; the listener sees the value, not the header.
+  EXPECT_THAT(removed, ::testing::Each(std::string("v1")));
+}
+
+TEST_F(TieredCacheTest, AChangedOrDeletedL2ItemReplacesOrDropsTheCopy) {
+  auto a = Make(Options(&clock_a_));
+  auto b = Make(Options(&clock_b_));
+  ASSERT_TRUE(a->Set("k", "v1").ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  ASSERT_THAT(b->Get("k"), Optional(std::string("v1")));
+  ASSERT_TRUE(a->Set("k", "v2").ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  clock_b_.Advance(absl::Milliseconds(999));
+  EXPECT_THAT(b->Get("k"), Optional(std::string("v1")));  // within max_staleness
+  clock_b_.Advance(absl::Milliseconds(1));
+  EXPECT_THAT(b->Get("k"), Optional(std::string("v2")));
+  EXPECT_EQ(b->Stats().revalidated_changed, 1u);
+
+  ASSERT_TRUE(a->Delete("k").ok());
+  EXPECT_EQ(a->Get("k"), std::nullopt);  // read-your-delete, though writes are async
+  EXPECT_THAT(b->Get("k"), Optional(std::string("v2")));
+  clock_b_.Advance(absl::Seconds(1));
+  EXPECT_EQ(b->Get("k"), std::nullopt);
+  EXPECT_EQ(b->Stats().revalidated_gone, 1u);
+  EXPECT_EQ(b->Stats().l1.items, 0u);
+}
+
+TEST_F(TieredCacheTest, GetOrLoadLoadsOncePerProcess) {
+  auto cache = Make(Options());
+  std::atomic<int> calls{0};
+  Event release;
+  std::vector<std::thread> threads;
+  std::vector<absl::StatusOr<std::string>> results(8, absl::UnknownError("not run"));
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = cache->GetOrLoad("k", [&](std::string_view key) -> absl::StatusOr<std::string> {
+        calls.fetch_add(1);
+        release.Wait();
+        return absl::StrCat("loaded ", std::string(key));
+      });
+    });
+  }
+  // The loader holds until all 8 callers are in: 7 wait on its flight.
+  while (calls.load() == 0) std::this_thread::yield();
+  release.Notify();
+  for (std::thread& t : threads) t.join();
+  for (const auto& result : results) EXPECT_THAT(result, IsOkAndHolds(std::string("loaded k")));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(cache->Stats().loads, 1u);
+  EXPECT_EQ(cache->Stats().lease_wins, 1u);
+  EXPECT_EQ((*Direct(server_.address())->Get("k"))->value, "loaded k");
+}
+
+TEST_F(TieredCacheTest, AReplicaWaitsForTheLeaseHoldersLoad) {
+  auto a = Make(Options());
+  auto b = Make(Options());
+  Event a_loading;
+  std::thread holder([&] {
+    EXPECT_THAT(a->GetOrLoad("k",
+                             [&](std::string_view) -> absl::StatusOr<std::string> {
+                               a_loading.Notify();
+                               // Holds the lease until b is waiting for it.
+                               while (b->Stats().lease_waits == 0) std::this_thread::yield();
+                               return "from a";
+                             }),
+                IsOkAndHolds(std::string("from a")));
+  });
+  a_loading.Wait();
+  EXPECT_THAT(b->GetOrLoad("k",
+                           [](std::string_view) -> absl::StatusOr<std::string> {
+                             ADD_FAILURE() << "b loaded although a held the lease";
+                             return "from b";
+                           }),
+              IsOkAndHolds(std::string("from a")));
+  holder.join();
+  EXPECT_EQ(b->Stats().loads, 0u);
+  EXPECT_EQ(b->Stats().lease_timeouts, 0u);
+}
+
+TEST_F(TieredCacheTest, AFailedLoadReleasesTheLeaseAndIsNotCached) {
+  auto a = Make(Options());
+  TieredOptions patient = Options();
+  patient.lease_wait = absl::Seconds(20);
+  auto b = Make(patient);
+  Event a_loading;
+  std::thread holder([&] {
+    absl::StatusOr<std::string> result =
+        a->GetOrLoad("k", [&](std::string_view) -> absl::StatusOr<std::string> {
+          a_loading.Notify();
+          while (b->Stats().lease_waits == 0) std::this_thread::yield();
+          return absl::UnavailableError("database down");
+        });
+    EXPECT_EQ(result.status(), absl::UnavailableError("database down"));
+  });
+  a_loading.Wait();
+  // b does not wait out lease_wait: the stub is deleted, b wins a new lease.
+  EXPECT_THAT(
+      b->GetOrLoad("k", [](std::string_view) -> absl::StatusOr<std::string> { return "from b"; }),
+      IsOkAndHolds(std::string("from b")));
+  holder.join();
+  EXPECT_EQ(b->Stats().lease_wins, 1u);
+  EXPECT_EQ(b->Stats().lease_timeouts, 0u);
+  EXPECT_EQ(a->Stats().load_failures, 1u);
+  EXPECT_EQ(a->Get("k"), "from b");
+}
+
+TEST_F(TieredCacheTest, EarlyRefreshReloadsOnOneReplicaWhileOthersServe) {
+  auto a = Make(Options());
+  auto b = Make(Options());
+  auto direct = Direct(server_.address());
+  ASSERT_TRUE(direct->Set("hot", "old", {absl::Seconds(10), 0}).ok());
+  const LoadOptions refresh{.refresh_ahead = absl::Seconds(30)};  // 10 s left < 30 s
+  Event a_loading;
+  Event b_served;
+  std::thread refresher([&] {
+    EXPECT_THAT(a->GetOrLoad(
+                    "hot",
+                    [&](std::string_view) -> absl::StatusOr<std::string> {
+                      a_loading.Notify();
+                      b_served.Wait();
+                      return "new";
+                    },
+                    {absl::Seconds(100), 0}, refresh),
+                IsOkAndHolds(std::string("new")));
+  });
+  a_loading.Wait();
+  EXPECT_THAT(b->GetOrLoad(
+                  "hot",
+                  [](std::string_view) -> absl::StatusOr<std::string> {
+                    ADD_FAILURE() << "two replicas refreshed";
+                    return "b";
+                  },
+                  {absl::Seconds(100), 0}, refresh),
+              IsOkAndHolds(std::string("old")));
+  b_served.Notify();
+  refresher.join();
+  EXPECT_EQ(a->Stats().refreshes, 1u);
+  absl::StatusOr<std::optional<Item>> item = direct->Get("hot");
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ((*item)->value, "new");
+  EXPECT_GT((*item)->expiry, absl::Now() + absl::Seconds(60));
+}
+
+TEST_F(TieredCacheTest, AnOldPoolWarmsTheNewOneWithoutOverwritingNewerData) {
+  MemcachedServer old_pool;
+  auto old_direct = Direct(old_pool.address());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(old_direct->Set(absl::StrCat("k", i), absl::StrCat("old", i)).ok());
+  }
+  auto new_direct = Direct(server_.address());
+  ASSERT_TRUE(new_direct->Set("k0", "newer").ok());  // written since the migration began
+
+  TieredOptions options = Options();
+  options.fallback_servers = {old_pool.address()};
+  auto cache = Make(options);
+  int loader_calls = 0;
+  auto loader = [&](std::string_view) -> absl::StatusOr<std::string> {
+    ++loader_calls;
+    return "loaded";
+  };
+  EXPECT_THAT(cache->GetOrLoad("k0", loader), IsOkAndHolds(std::string("newer")));
+  for (int i = 1; i < 25; ++i) {
+    EXPECT_THAT(cache->GetOrLoad(absl::StrCat("k", i), loader),
+                IsOkAndHolds(absl::StrCat("old", i)));
+  }
+  for (int i = 25; i < 50; ++i) {
+    EXPECT_THAT(cache->Get(absl::StrCat("k", i)), Optional(absl::StrCat("old", i)));
+  }
+  EXPECT_EQ(loader_calls, 0);
+  EXPECT_EQ(cache->Stats().fallback_hits, 49u);
+  // Copied into the primary: the next replica reads them there.
+  for (int i = 1; i < 50; ++i) {
+    EXPECT_EQ((*new_direct->Get(absl::StrCat("k", i)))->value, absl::StrCat("old", i));
+  }
+  EXPECT_EQ((*new_direct->Get("k0"))->value, "newer");
+  EXPECT_THAT(cache->GetOrLoad("k50", loader), IsOkAndHolds(std::string("loaded")));
+  EXPECT_EQ(loader_calls, 1);
+  // A delete reaches the old pool too, so it cannot come back from there.
+  ASSERT_TRUE(cache->Delete("k1").ok());
+  EXPECT_FALSE(old_direct->Get("k1")->has_value());
+}
+
+TEST_F(TieredCacheTest, CompareAndSwapAcrossReplicasAddsUpExactly) {
+  auto a = Make(Options());
+  auto b = Make(Options());
+  ASSERT_TRUE(a->Set("counter", "0", {}).ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  auto increment = [](TieredCache& cache) {
+    for (int i = 0; i < 300; ++i) {
+      while (true) {
+        absl::StatusOr<std::optional<Item>> item = cache.GetItem("counter");
+        ASSERT_TRUE(item.ok() && item->has_value());
+        const int value = std::stoi((*item)->value);
+        absl::StatusOr<StoreResult> stored =
+            cache.CompareAndSwap("counter", std::to_string(value + 1), (*item)->cas);
+        ASSERT_TRUE(stored.ok()) << stored.status();
+        if (*stored == StoreResult::kStored) break;
+      }
+    }
+  };
+  std::thread ta([&] { increment(*a); });
+  std::thread tb([&] { increment(*b); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ((*Direct(server_.address())->Get("counter"))->value, "600");
+  EXPECT_THAT(a->CompareAndSwap("counter", "x", 1), IsOkAndHolds(StoreResult::kExists));
+  EXPECT_THAT(a->CompareAndSwap("absent", "x", 1), IsOkAndHolds(StoreResult::kNotFound));
+}
+
+TEST_F(TieredCacheTest, CountersLiveInL2) {
+  auto a = Make(Options());
+  auto b = Make(Options());
+  EXPECT_TRUE(absl::IsNotFound(a->Increment("hits", 1).status()));
+  ASSERT_TRUE(a->Set("hits", "10", {}).ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  EXPECT_THAT(b->Get("hits"), Optional(std::string("10")));
+  EXPECT_THAT(a->Increment("hits", 5), IsOkAndHolds(15u));
+  EXPECT_THAT(b->Increment("hits", 5), IsOkAndHolds(20u));
+  EXPECT_THAT(b->Decrement("hits", 5), IsOkAndHolds(15u));
+  EXPECT_THAT(a->Get("hits"), Optional(std::string("15")));
+  EXPECT_THAT(b->Get("hits"), Optional(std::string("15")));
+}
+
+TEST_F(TieredCacheTest, BadInputIsRejectedAndNothingIsWritten) {
+  TieredOptions options = Options();
+  options.l1.max_value_size = 100;
+  options.l2.key_prefix = std::string(200, 'p');
+  auto cache = Make(options);
+  EXPECT_THAT(cache->Set("", "v").message(), HasSubstr("key is empty"));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(cache->Set(std::string(60, 'k'), "v")));  // prefix + key > 250
+  EXPECT_THAT(cache->Set("k", std::string(101, 'v')).message(), HasSubstr("101 bytes"));
+  EXPECT_THAT(cache->Set("k", "v", {absl::Seconds(-1), 0}).message(), HasSubstr("ttl"));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(cache
+                                  ->GetOrLoad("k",
+                                              [](std::string_view) -> absl::StatusOr<std::string> {
+                                                return std::string(101, 'x');
+                                              })
+                                  .status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(cache->Delete("")));
+  EXPECT_TRUE(absl::IsInvalidArgument(cache->GetItem(std::string(60, 'k')).status()));
+  EXPECT_EQ(cache->Get(""), std::nullopt);
+  ASSERT_TRUE(cache->Flush(absl::Seconds(5)).ok());
+  EXPECT_EQ(cache->Stats().l1.items, 0u);
+  EXPECT_EQ(cache->Stats().mirror.queued, 0u);
+
+  TieredOptions bad = Options();
+  bad.lease_ttl = absl::Milliseconds(500);
+  EXPECT_THAT(TieredCache::Create(bad).status().message(), HasSubstr("lease_ttl"));
+  bad = Options();
+  bad.max_staleness = absl::Seconds(-1);
+  EXPECT_THAT(TieredCache::Create(bad).status().message(), HasSubstr("max_staleness"));
+  bad = Options();
+  bad.l2.servers.clear();
+  EXPECT_FALSE(TieredCache::Create(bad).ok());
+}
+
+TEST_F(TieredCacheTest, DuringAnOutageL1ServesAndTheLoaderAnswers) {
+  TieredOptions options = Options(&clock_a_);
+  std::atomic<int> reported{0};
+  options.on_l2_error = [&](std::string_view, const absl::Status&) { reported.fetch_add(1); };
+  auto cache = Make(options);
+  ASSERT_TRUE(cache->Set("k", "v").ok());
+  ASSERT_TRUE(cache->Flush(absl::Seconds(5)).ok());
+  server_.Stop();
+  clock_a_.Advance(absl::Seconds(5));  // stale, and L2 cannot revalidate it
+  EXPECT_THAT(cache->Get("k"), Optional(std::string("v")));
+  EXPECT_THAT(cache->GetOrLoad(
+                  "new", [](std::string_view) -> absl::StatusOr<std::string> { return "loaded"; }),
+              IsOkAndHolds(std::string("loaded")));
+  EXPECT_EQ(cache->Get("never"), std::nullopt);
+  EXPECT_TRUE(absl::IsUnavailable(cache->GetItem("k").status()));
+  EXPECT_FALSE(cache->Delete("k").ok());  // the invalidation did not reach L2: said so
+  ASSERT_TRUE(cache->Flush(absl::Seconds(5)).ok());
+  TieredStats stats = cache->Stats();
+  // Each call above failed on L2 once: the revalidation, the lease, the two
+  // reads and the delete; and the mirror lost the loaded value of "new".
+  EXPECT_EQ(stats.l2_errors, 5u);
+  EXPECT_EQ(stats.mirror.failed, 1u);
+  EXPECT_EQ(reported.load(), 6);
+}
+
+}  // namespace
+}  // namespace tiercache
