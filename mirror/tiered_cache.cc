@@ -108,7 +108,9 @@ class TieredCache::Impl {
   // Get (loader == nullptr) and GetOrLoad. NotFound is a miss.
   absl::StatusOr<std::string> Lookup(std::string_view key, const Loader* loader,
                                      const WriteOptions& options, const LoadOptions& load) {
-    if (absl::Status s = CheckKey(key); !s.ok()) return s;
+    // The L1 checks only: a key L1 holds has passed the L2 checks when it was
+    // written, and building its wire form would cost every hit an allocation.
+    if (absl::Status s = CheckL1Key(key); !s.ok()) return s;
     if (std::optional<Copy> copy = Decode(l1_.GetItem(key));
         copy.has_value() && Servable(*copy, load)) {
       l1_hits_.fetch_add(1, std::memory_order_relaxed);
@@ -252,12 +254,19 @@ class TieredCache::Impl {
  private:
   int64_t NowNs() const { return absl::ToUnixNanos(clock_->Now()); }
 
-  absl::Status CheckKey(std::string_view key) const {
+  absl::Status CheckL1Key(std::string_view key) const {
     if (key.empty()) return absl::InvalidArgumentError("key is empty");
     if (key.size() > options_.l1.max_key_size) {
-      return absl::InvalidArgumentError(absl::StrFormat("key is %d bytes; the limit is %d",
-                                                        key.size(), options_.l1.max_key_size));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "key is %d bytes; the limit is %d (max_key_size)", key.size(), options_.l1.max_key_size));
     }
+    return absl::OkStatus();
+  }
+
+  // Both tiers' limits: L1's, and the wire form's (prefix + key, base64 when
+  // needed) 250 bytes.
+  absl::Status CheckKey(std::string_view key) const {
+    if (absl::Status s = CheckL1Key(key); !s.ok()) return s;
     return l2_.impl().Key(key).status();
   }
 
@@ -355,6 +364,7 @@ class TieredCache::Impl {
   // The slow path of a read, one per key per process at a time.
   absl::StatusOr<std::string> Resolve(std::string_view key, const Loader* loader,
                                       const WriteOptions& options, const LoadOptions& load) {
+    if (absl::Status s = CheckKey(key); !s.ok()) return s;
     // A flight that just ended may have refreshed the copy.
     std::optional<Copy> copy = Decode(l1_.GetItem(key));
     if (copy.has_value() && Servable(*copy, load)) {
