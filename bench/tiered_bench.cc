@@ -20,7 +20,8 @@
 // Throughput and latency figures are the median of 5 repetitions; in each,
 // the two sides run back to back, in alternating order.
 //
-// Flags: --quick (short runs: a smoke test), --json=PATH.
+// Flags: --quick (short runs: a smoke test), --only=hit|revalidation|stampede,
+// --json=PATH.
 
 #include <algorithm>
 #include <atomic>
@@ -57,6 +58,7 @@ constexpr int kRepetitions = 5;
 struct Config {
   bool quick = false;
   std::string json_path;
+  std::string only;          // "", or one of hit, revalidation, stampede (for profiling)
   double hit_seconds = 1.0;  // per side, thread count and repetition
   size_t revalidations = 20000;
 };
@@ -159,10 +161,14 @@ int Main(int argc, char** argv) {
       config.quick = true;
       config.hit_seconds = 0.1;
       config.revalidations = 1000;
+    } else if (arg.substr(0, 7) == "--only=") {
+      config.only = std::string(arg.substr(7));
     } else if (arg.substr(0, 7) == "--json=") {
       config.json_path = std::string(arg.substr(7));
     } else {
-      std::fprintf(stderr, "usage: tiered_bench [--quick] [--json=PATH]\n");
+      std::fprintf(
+          stderr,
+          "usage: tiered_bench [--quick] [--only=hit|revalidation|stampede] [--json=PATH]\n");
       return 2;
     }
   }
@@ -175,8 +181,10 @@ int Main(int argc, char** argv) {
   for (size_t i = 0; i < kKeys; ++i) keys.push_back(Key(i));
   std::vector<Row> rows;
 
+  auto wanted = [&](std::string_view part) { return config.only.empty() || config.only == part; };
+
   // 1. L1 hits.
-  {
+  if (wanted("hit")) {
     tiercache::TieredOptions options = TieredOptionsFor(server.address());
     options.max_staleness = absl::InfiniteDuration();
     auto tiered = *TieredCache::Create(options);
@@ -211,6 +219,7 @@ int Main(int argc, char** argv) {
 
   // 2. Revalidation against refetching.
   for (size_t value_size : {size_t{100}, size_t{16384}}) {
+    if (!wanted("revalidation")) break;
     tiercache::TieredOptions options = TieredOptionsFor(server.address());
     options.max_staleness = absl::ZeroDuration();
     options.mirror_mode = tiercache::MirrorMode::kSync;
@@ -246,7 +255,7 @@ int Main(int argc, char** argv) {
   }
 
   // 3. Stampede: loader calls per key.
-  {
+  if (wanted("stampede")) {
     constexpr int kReplicas = 2;
     constexpr int kThreadsPerReplica = 4;
     constexpr int kStampedeKeys = 20;
