@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "tiercache/cache.h"
+#include "tiercache/tiered_cache.h"
 
 int main() {
   tiercache::CacheOptions options;
@@ -19,6 +20,25 @@ int main() {
   std::optional<std::string> value = (*cache)->Get("installed");
   if (value != "yes") {
     std::cerr << "Get returned " << value.value_or("nothing") << ", expected yes\n";
+    return 1;
+  }
+  // The mirror's library and headers: a TieredCache whose L2 is not running
+  // still serves from L1 (Create does not contact memcached).
+  tiercache::TieredOptions tiered_options;
+  tiered_options.l2.servers = {"127.0.0.1:1"};
+  tiered_options.l2.op_timeout = absl::Milliseconds(100);
+  absl::StatusOr<std::unique_ptr<tiercache::TieredCache>> tiered =
+      tiercache::TieredCache::Create(tiered_options);
+  if (!tiered.ok()) {
+    std::cerr << "TieredCache::Create: " << tiered.status() << "\n";
+    return 1;
+  }
+  if (absl::Status s = (*tiered)->Set("installed", "yes"); !s.ok()) {
+    std::cerr << "TieredCache::Set: " << s << "\n";
+    return 1;
+  }
+  if ((*tiered)->Get("installed") != "yes") {
+    std::cerr << "TieredCache::Get did not return yes\n";
     return 1;
   }
   std::cout << "installed tiercache works\n";
