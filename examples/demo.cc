@@ -1,17 +1,31 @@
-// tiercache-demo: a Cache in front of a deliberately slow "database".
+// tiercache-demo: the classic scenario — several replicas of an application
+// reading through a slow database — with no cache, an L1 only, memcached
+// only, and tiercache's L1 + L2, side by side.
 //
-// A few client threads look up user records by key. The keys are drawn from a
-// Zipf distribution, as real traffic is: a few users are very popular, most are
-// rarely asked for. Every lookup goes through Cache::GetOrLoad; a miss calls
-// SlowDatabase::Fetch, which sleeps like a 2 ms query. The cache is sized for a
-// fifth of the users (so the LRU evicts) and entries live two seconds (so some
-// expire). At the end the program prints the cache's counters and the time the
-// cache saved compared with querying the database for every request.
+// Each replica is a separate process (this program started again with
+// --role=replica) with its own threads and, where the mode has one, its own
+// L1; all replicas of a mode share one memcached. Keys are drawn from a Zipf
+// distribution, as real traffic is; a database query sleeps like a 2 ms
+// query. Every answer is checked against the database's record.
 //
-// `tiercache-demo --help` lists the knobs. Exits non-zero if any lookup
-// returned an error or a wrong record.
+// After the four modes: one replica is restarted (a new process) on the warm
+// L2 and compared with a replica on an empty L2; then every thread of every
+// replica asks for one missing key at once (a stampede), with tiercache and
+// with the classic cache-aside on memcached.
+//
+// Without --memcached=HOST:PORT the demo starts a private memcached on a free
+// loopback port; without memcached installed it runs the L1-only modes and
+// says why. Writes a bar chart (SVG) of the comparison. `--help` lists the
+// knobs. Exits non-zero if any answer was wrong or the stampede loaded twice.
+
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -19,7 +33,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -28,66 +45,168 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "memcached_server.h"
 #include "tiercache/cache.h"
+#include "tiercache/memcached.h"
+#include "tiercache/tiered_cache.h"
+
+extern char** environ;
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-double SecondsSince(SteadyClock::time_point start) {
-  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+enum class Mode { kNone, kL1, kL2, kTiered };
+constexpr std::array<Mode, 4> kModes = {Mode::kNone, Mode::kL1, Mode::kL2, Mode::kTiered};
+
+std::string_view ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kNone:
+      return "none";
+    case Mode::kL1:
+      return "l1";
+    case Mode::kL2:
+      return "l2";
+    case Mode::kTiered:
+      return "l1+l2";
+  }
+  return "?";
 }
 
+std::string_view ModeTitle(Mode mode) {
+  switch (mode) {
+    case Mode::kNone:
+      return "no cache";
+    case Mode::kL1:
+      return "L1 only";
+    case Mode::kL2:
+      return "L2 only (memcached)";
+    case Mode::kTiered:
+      return "L1 + L2 (tiercache)";
+  }
+  return "?";
+}
+
+std::string_view ModeShort(Mode mode) {
+  switch (mode) {
+    case Mode::kNone:
+      return "no cache";
+    case Mode::kL1:
+      return "L1 only";
+    case Mode::kL2:
+      return "L2 only";
+    case Mode::kTiered:
+      return "L1 + L2";
+  }
+  return "?";
+}
+
+// A latency for people: microseconds below a millisecond.
+std::string LatencyText(double ms) {
+  if (ms < 0.001) return "<1 us";
+  if (ms < 1) return absl::StrFormat("%.0f us", ms * 1000);
+  return absl::StrFormat("%.2f ms", ms);
+}
+
+std::string XmlText(std::string text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '<') {
+      out += "&lt;";
+    } else if (c == '&') {
+      out += "&amp;";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::optional<Mode> ParseMode(std::string_view name) {
+  for (Mode mode : kModes) {
+    if (ModeName(mode) == name) return mode;
+  }
+  return std::nullopt;
+}
+
+// --- Flags -------------------------------------------------------------------
+
 struct Flags {
-  int64_t requests = 50000;
-  int64_t users = 10000;
-  int64_t threads = 4;
-  int64_t capacity = 2000;
-  int64_t ttl_ms = 2000;
-  int64_t latency_us = 2000;
+  double duration = 6;  // seconds per mode
+  int64_t replicas = 3;
+  int64_t threads = 4;  // per replica
+  int64_t keys = 10000;
+  int64_t l1_items = 0;  // 0: a tenth of the keys
+  double latency_ms = 2;
   double zipf = 0.99;
   int64_t seed = 1;
+  std::string memcached;  // HOST:PORT; empty: start a private one
+  std::string chart = "tiercache-demo.svg";
+  // Internal: how the coordinator starts a replica.
+  std::string role = "coordinator";
+  std::string mode;
+  std::string prefix;
+  int64_t stampede_at_ms = 0;  // > 0: a stampede, starting at this Unix time
 };
 
 struct FlagSpec {
   std::string_view name;
-  int64_t* integer;  // exactly one of integer and real is set
-  double* real;
-  int64_t min;
-  std::string_view help;
+  int64_t* integer = nullptr;  // exactly one of the three is set
+  double* real = nullptr;
+  std::string* text = nullptr;
+  std::string_view help;  // empty: internal, not listed
 };
 
-void PrintUsage(const std::vector<FlagSpec>& specs) {
+std::vector<FlagSpec> Specs(Flags& f) {
+  return {
+      {"duration", nullptr, &f.duration, nullptr, "seconds each mode runs"},
+      {"replicas", &f.replicas, nullptr, nullptr, "application replicas (processes)"},
+      {"threads", &f.threads, nullptr, nullptr, "request threads per replica"},
+      {"keys", &f.keys, nullptr, nullptr, "distinct keys (users) in the database"},
+      {"l1-items", &f.l1_items, nullptr, nullptr, "records each L1 holds (0: a tenth of the keys)"},
+      {"latency-ms", nullptr, &f.latency_ms, nullptr, "time one database query takes"},
+      {"zipf", nullptr, &f.zipf, nullptr, "skew of key popularity (0: uniform)"},
+      {"seed", &f.seed, nullptr, nullptr, "random seed"},
+      {"memcached", nullptr, nullptr, &f.memcached,
+       "HOST:PORT of a memcached to use (default: start a private one)"},
+      {"chart", nullptr, nullptr, &f.chart, "where to write the SVG chart"},
+      {"role", nullptr, nullptr, &f.role, ""},
+      {"mode", nullptr, nullptr, &f.mode, ""},
+      {"prefix", nullptr, nullptr, &f.prefix, ""},
+      {"stampede-at-ms", &f.stampede_at_ms, nullptr, nullptr, ""},
+  };
+}
+
+void PrintUsage(Flags& flags) {
   std::printf(
       "usage: tiercache-demo [--flag=value...]\n\n"
-      "A tiercache::Cache in front of a slow database, under Zipf-distributed reads.\n\n");
-  for (const FlagSpec& spec : specs) {
+      "Several application replicas read through a slow database: no cache, L1 only,\n"
+      "memcached only, and tiercache's L1 + L2, side by side.\n\n");
+  for (const FlagSpec& spec : Specs(flags)) {
+    if (spec.help.empty()) continue;
     const std::string current = spec.integer != nullptr ? absl::StrFormat("%d", *spec.integer)
-                                                        : absl::StrFormat("%g", *spec.real);
-    absl::PrintF("  --%-12s %s (default %s)\n", spec.name, spec.help, current);
+                                : spec.real != nullptr  ? absl::StrFormat("%g", *spec.real)
+                                                        : *spec.text;
+    absl::PrintF("  --%-11s %s (default: %s)\n", spec.name, spec.help,
+                 current.empty() ? "none" : current);
   }
 }
 
-// Parses --name=value flags into `flags`. Returns false (after printing why)
-// when the program should exit.
+// Parses --name=value flags. Returns false (after printing why) when the
+// program should exit with *exit_code.
 bool ParseFlags(int argc, char** argv, Flags* flags, int* exit_code) {
-  const std::vector<FlagSpec> specs = {
-      {"requests", &flags->requests, nullptr, 0, "lookups to make in total"},
-      {"users", &flags->users, nullptr, 1, "distinct keys in the database"},
-      {"threads", &flags->threads, nullptr, 1, "client threads"},
-      {"capacity", &flags->capacity, nullptr, 1, "records the cache's byte budget is sized for"},
-      {"ttl-ms", &flags->ttl_ms, nullptr, 1, "time to live of a cached record, milliseconds"},
-      {"latency-us", &flags->latency_us, nullptr, 0, "time one database query takes, microseconds"},
-      {"zipf", nullptr, &flags->zipf, 0, "skew of the key popularity (0: uniform)"},
-      {"seed", &flags->seed, nullptr, 0, "random seed"},
-  };
+  std::vector<FlagSpec> specs = Specs(*flags);
   *exit_code = 2;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
-      PrintUsage(specs);
+      PrintUsage(*flags);
       *exit_code = 0;
       return false;
     }
@@ -97,38 +216,42 @@ bool ParseFlags(int argc, char** argv, Flags* flags, int* exit_code) {
       return false;
     }
     std::string name(arg.substr(2, eq - 2));
-    std::replace(name.begin(), name.end(), '_', '-');  // --ttl_ms works too
-    const std::string_view value = arg.substr(eq + 1);
+    std::replace(name.begin(), name.end(), '_', '-');
+    const std::string value(arg.substr(eq + 1));
     auto spec = std::find_if(specs.begin(), specs.end(),
                              [&name](const FlagSpec& s) { return s.name == name; });
     if (spec == specs.end()) {
       absl::FPrintF(stderr, "tiercache-demo: unknown flag --%s (see --help)\n", name);
       return false;
     }
-    bool ok = false;
+    bool ok = true;
     if (spec->integer != nullptr) {
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), *spec->integer);
-      ok = ec == std::errc() && end == value.data() + value.size() && *spec->integer >= spec->min;
+      ok = absl::SimpleAtoi(value, spec->integer) && *spec->integer >= 0;
+    } else if (spec->real != nullptr) {
+      ok = absl::SimpleAtod(value, spec->real) && std::isfinite(*spec->real) && *spec->real >= 0;
     } else {
-      const std::string text(value);
-      char* end = nullptr;
-      *spec->real = std::strtod(text.c_str(), &end);
-      ok = !text.empty() && *end == '\0' && std::isfinite(*spec->real) &&
-           *spec->real >= static_cast<double>(spec->min);
+      *spec->text = value;
     }
     if (!ok) {
-      absl::FPrintF(stderr, "tiercache-demo: --%s=%s: expected a number >= %d\n", name, value,
-                    spec->min);
+      absl::FPrintF(stderr, "tiercache-demo: --%s=%s: expected a number >= 0\n", name, value);
       return false;
     }
   }
+  if (flags->replicas < 1 || flags->threads < 1 || flags->keys < 1 || flags->duration <= 0) {
+    absl::FPrintF(stderr,
+                  "tiercache-demo: --replicas, --threads, --keys and --duration must be > 0\n");
+    return false;
+  }
+  if (flags->l1_items == 0) flags->l1_items = std::max<int64_t>(1, flags->keys / 10);
   return true;
 }
+
+// --- The workload ---------------------------------------------------------------
 
 std::string UserKey(int64_t id) { return absl::StrFormat("user:%d", id); }
 
 // The record the database holds for `key`: about 200 bytes, and a pure
-// function of the key, so that every answer the cache gives can be checked.
+// function of the key, so that every answer can be checked.
 std::string UserRecord(std::string_view key) {
   std::string record = absl::StrFormat(R"({"key":"%s","plan":"pro","bio":")", key);
   while (record.size() < 190) record.append(key);
@@ -136,37 +259,6 @@ std::string UserRecord(std::string_view key) {
   record.append("\"}");
   return record;
 }
-
-// The canonical data source: correct, and slow.
-class SlowDatabase {
- public:
-  explicit SlowDatabase(std::chrono::microseconds latency) : latency_(latency) {}
-
-  std::string Fetch(std::string_view key) {
-    const SteadyClock::time_point start = SteadyClock::now();
-    std::this_thread::sleep_for(latency_);
-    std::string record = UserRecord(key);
-    busy_ns_.fetch_add(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now() - start).count(),
-        std::memory_order_relaxed);
-    queries_.fetch_add(1, std::memory_order_relaxed);
-    return record;
-  }
-
-  int64_t queries() const { return queries_.load(std::memory_order_relaxed); }
-  // The measured mean time of one query (sleeps overshoot a little).
-  double MeanQuerySeconds() const {
-    const int64_t n = queries();
-    if (n == 0) return std::chrono::duration<double>(latency_).count();
-    return static_cast<double>(busy_ns_.load(std::memory_order_relaxed)) * 1e-9 /
-           static_cast<double>(n);
-  }
-
- private:
-  const std::chrono::microseconds latency_;
-  std::atomic<int64_t> queries_{0};
-  std::atomic<int64_t> busy_ns_{0};
-};
 
 // Draws 0..n-1, rank 0 the most popular: P(k) is proportional to 1/(k+1)^s.
 class ZipfSampler {
@@ -179,7 +271,6 @@ class ZipfSampler {
     }
     for (double& c : cdf_) c /= sum;
   }
-
   int64_t operator()(std::mt19937_64& rng) const {
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
     const auto it = std::lower_bound(cdf_.begin(), cdf_.end(), u);
@@ -190,8 +281,636 @@ class ZipfSampler {
   std::vector<double> cdf_;
 };
 
+// Latencies in log-spaced buckets (8 per doubling: within 9%), so that
+// replicas can send theirs to the coordinator, which merges them.
+class Histogram {
+ public:
+  static constexpr int kBuckets = 8 * 40;
+  void Add(int64_t ns) { ++counts_[Bucket(ns)]; }
+  void Merge(const Histogram& other) {
+    for (int i = 0; i < kBuckets; ++i) counts_[i] += other.counts_[i];
+  }
+  // The q-quantile in milliseconds (the bucket's middle).
+  double QuantileMs(double q) const {
+    uint64_t total = 0;
+    for (uint64_t c : counts_) total += c;
+    if (total == 0) return 0;
+    const uint64_t rank = static_cast<uint64_t>(q * static_cast<double>(total - 1));
+    uint64_t seen = 0;
+    for (int i = 0; i < kBuckets; ++i) {
+      seen += counts_[i];
+      if (seen > rank) return std::exp2((i + 0.5) / 8.0) / 1e6;
+    }
+    return 0;
+  }
+  std::string Encode() const {
+    std::string out;
+    for (int i = 0; i < kBuckets; ++i) {
+      if (counts_[i] != 0) absl::StrAppend(&out, out.empty() ? "" : ",", i, ":", counts_[i]);
+    }
+    return out.empty() ? "-" : out;
+  }
+  void Decode(const std::string& text) {
+    const std::vector<std::string> pairs = absl::StrSplit(text, ',');
+    for (const std::string& pair : pairs) {
+      const std::vector<std::string> parts = absl::StrSplit(pair, ':');
+      int bucket = 0;
+      uint64_t count = 0;
+      if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &bucket) &&
+          absl::SimpleAtoi(parts[1], &count) && bucket >= 0 && bucket < kBuckets) {
+        counts_[bucket] += count;
+      }
+    }
+  }
+
+ private:
+  static int Bucket(int64_t ns) {
+    if (ns < 1) return 0;
+    return std::min(kBuckets - 1, static_cast<int>(std::log2(static_cast<double>(ns)) * 8.0));
+  }
+  std::array<uint64_t, kBuckets> counts_{};
+};
+
+// What one replica (or the sum of several) did.
+struct Tally {
+  uint64_t requests = 0;
+  uint64_t l1_hits = 0;
+  uint64_t l2_hits = 0;
+  uint64_t loads = 0;
+  uint64_t errors = 0;
+  uint64_t wrong = 0;
+  double seconds = 0;  // the longest replica's
+  Histogram latency;
+
+  void Merge(const Tally& other) {
+    requests += other.requests;
+    l1_hits += other.l1_hits;
+    l2_hits += other.l2_hits;
+    loads += other.loads;
+    errors += other.errors;
+    wrong += other.wrong;
+    seconds = std::max(seconds, other.seconds);
+    latency.Merge(other.latency);
+  }
+  std::string Encode() const {
+    return absl::StrFormat(
+        "result requests=%d l1_hits=%d l2_hits=%d loads=%d errors=%d wrong=%d seconds=%.6f "
+        "latency=%s",
+        requests, l1_hits, l2_hits, loads, errors, wrong, seconds, latency.Encode());
+  }
+  static std::optional<Tally> Decode(const std::string& line) {
+    if (line.substr(0, 7) != "result ") return std::nullopt;
+    Tally t;
+    const std::vector<std::string> fields = absl::StrSplit(line.substr(7), ' ');
+    for (const std::string& field : fields) {
+      const size_t eq = field.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string name = field.substr(0, eq);
+      const std::string value = field.substr(eq + 1);
+      if (name == "latency") {
+        t.latency.Decode(value);
+        continue;
+      }
+      if (name == "seconds") {
+        (void)absl::SimpleAtod(value, &t.seconds);
+        continue;
+      }
+      uint64_t n = 0;
+      (void)absl::SimpleAtoi(value, &n);
+      if (name == "requests") t.requests = n;
+      if (name == "l1_hits") t.l1_hits = n;
+      if (name == "l2_hits") t.l2_hits = n;
+      if (name == "loads") t.loads = n;
+      if (name == "errors") t.errors = n;
+      if (name == "wrong") t.wrong = n;
+    }
+    return t;
+  }
+};
+
+// --- A replica ----------------------------------------------------------------------
+
+// The canonical data source: correct and slow. Counts its queries.
+class SlowDatabase {
+ public:
+  explicit SlowDatabase(absl::Duration latency) : latency_(latency) {}
+  std::string Fetch(std::string_view key) {
+    queries_.fetch_add(1, std::memory_order_relaxed);
+    absl::SleepFor(latency_);
+    return UserRecord(key);
+  }
+  uint64_t queries() const { return queries_.load(std::memory_order_relaxed); }
+
+ private:
+  const absl::Duration latency_;
+  std::atomic<uint64_t> queries_{0};
+};
+
+// One request through the mode's tiers; counts L2 hits that only the caller
+// can see (cache-aside on memcached).
+class Tiers {
+ public:
+  Tiers(const Flags& flags, Mode mode) : mode_(mode) {
+    if (mode == Mode::kL1) {
+      tiercache::CacheOptions options;
+      options.max_bytes = 1 << 30;
+      options.max_items = static_cast<size_t>(flags.l1_items);
+      l1_ = *tiercache::Cache::Create(options);
+    }
+    tiercache::MemcachedOptions l2;
+    l2.servers = {flags.memcached};
+    l2.key_prefix = flags.prefix;
+    l2.op_timeout = absl::Milliseconds(500);
+    if (mode == Mode::kL2) l2_ = *tiercache::MemcachedClient::Create(l2);
+    if (mode == Mode::kTiered) {
+      tiercache::TieredOptions options;
+      options.l1.max_bytes = 1 << 30;
+      options.l1.max_items = static_cast<size_t>(flags.l1_items);
+      options.l2 = l2;
+      options.max_staleness = absl::Seconds(1);
+      options.lease_wait = absl::Seconds(10);
+      tiered_ = *tiercache::TieredCache::Create(options);
+    }
+  }
+
+  absl::StatusOr<std::string> Get(const std::string& key, SlowDatabase& db) {
+    auto load = [&db](std::string_view k) -> absl::StatusOr<std::string> { return db.Fetch(k); };
+    switch (mode_) {
+      case Mode::kNone:
+        return db.Fetch(key);
+      case Mode::kL1:
+        return l1_->GetOrLoad(key, load);
+      case Mode::kL2: {  // the classic cache-aside: get; on a miss, load and set
+        absl::StatusOr<std::optional<tiercache::Item>> hit = l2_->Get(key);
+        if (hit.ok() && hit->has_value()) {
+          l2_hits_.fetch_add(1, std::memory_order_relaxed);
+          return std::move((*hit)->value);
+        }
+        std::string value = db.Fetch(key);
+        (void)l2_->Set(key, value);
+        return value;
+      }
+      case Mode::kTiered:
+        return tiered_->GetOrLoad(key, load);
+    }
+    return absl::InternalError("unknown mode");
+  }
+
+  void Fill(Tally* t, const SlowDatabase& db) const {
+    t->loads = db.queries();
+    if (mode_ == Mode::kL1) t->l1_hits = l1_->Stats().hits;
+    if (mode_ == Mode::kL2) t->l2_hits = l2_hits_.load();
+    if (mode_ == Mode::kTiered) {
+      const tiercache::TieredStats stats = tiered_->Stats();
+      t->l1_hits = stats.l1_hits;
+      t->l2_hits = stats.l2_hits + stats.fallback_hits;
+    }
+  }
+
+ private:
+  const Mode mode_;
+  std::unique_ptr<tiercache::Cache> l1_;
+  std::unique_ptr<tiercache::MemcachedClient> l2_;
+  std::unique_ptr<tiercache::TieredCache> tiered_;
+  std::atomic<uint64_t> l2_hits_{0};
+};
+
+int RunReplica(const Flags& flags) {
+  const std::optional<Mode> mode = ParseMode(flags.mode);
+  if (!mode.has_value()) {
+    absl::FPrintF(stderr, "replica: unknown --mode=%s\n", flags.mode);
+    return 2;
+  }
+  const bool stampede = flags.stampede_at_ms > 0;
+  // A stampede's query is slow enough that every thread asks while it runs.
+  SlowDatabase db(stampede ? absl::Milliseconds(std::max(100.0, 25 * flags.latency_ms))
+                           : absl::Microseconds(flags.latency_ms * 1000));
+  Tiers tiers(flags, *mode);
+  const ZipfSampler sampler(flags.keys, flags.zipf);
+  std::atomic<bool> stop{false};
+  std::vector<Tally> tallies(static_cast<size_t>(flags.threads));
+  std::vector<std::thread> threads;
+  const absl::Time stampede_at = absl::FromUnixMillis(flags.stampede_at_ms);
+  const SteadyClock::time_point start = SteadyClock::now();
+  for (int64_t i = 0; i < flags.threads; ++i) {
+    threads.emplace_back([&, i] {
+      Tally& t = tallies[static_cast<size_t>(i)];
+      std::mt19937_64 rng(static_cast<uint64_t>(flags.seed) * 1000003u + static_cast<uint64_t>(i));
+      if (stampede) absl::SleepFor(stampede_at - absl::Now());
+      do {
+        const std::string key = stampede ? std::string("stampede") : UserKey(sampler(rng));
+        const SteadyClock::time_point begin = SteadyClock::now();
+        absl::StatusOr<std::string> record = tiers.Get(key, db);
+        t.latency.Add(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now() - begin)
+                .count());
+        ++t.requests;
+        if (!record.ok()) {
+          if (t.errors++ == 0) {
+            absl::FPrintF(stderr, "replica: %s: %s\n", key, record.status().ToString());
+          }
+        } else if (*record != UserRecord(key)) {
+          if (t.wrong++ == 0) absl::FPrintF(stderr, "replica: wrong record for %s\n", key);
+        }
+      } while (!stampede && !stop.load(std::memory_order_relaxed));
+    });
+  }
+  if (!stampede) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(flags.duration));
+    stop = true;
+  }
+  for (std::thread& thread : threads) thread.join();
+  Tally total;
+  for (const Tally& t : tallies) total.Merge(t);
+  total.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  tiers.Fill(&total, db);
+  std::printf("%s\n", total.Encode().c_str());
+  return 0;
+}
+
+// --- The coordinator ------------------------------------------------------------------
+
+// A replica process: this program with --role=replica, its stdout on a pipe.
+class ReplicaProcess {
+ public:
+  ReplicaProcess(const Flags& flags, Mode mode, const std::string& prefix, int64_t index,
+                 int64_t stampede_at_ms = 0) {
+    std::vector<std::string> args = {
+        "/proc/self/exe",
+        "--role=replica",
+        absl::StrFormat("--mode=%s", ModeName(mode)),
+        absl::StrFormat("--prefix=%s", prefix),
+        absl::StrFormat("--memcached=%s", flags.memcached),
+        absl::StrFormat("--duration=%g", flags.duration),
+        absl::StrFormat("--threads=%d", flags.threads),
+        absl::StrFormat("--keys=%d", flags.keys),
+        absl::StrFormat("--l1-items=%d", flags.l1_items),
+        absl::StrFormat("--latency-ms=%g", flags.latency_ms),
+        absl::StrFormat("--zipf=%g", flags.zipf),
+        absl::StrFormat("--seed=%d", flags.seed * 7919 + index),
+        absl::StrFormat("--stampede-at-ms=%d", stampede_at_ms),
+    };
+    int out[2];
+    if (::pipe(out) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    if (::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    out_ = out[0];
+  }
+  ~ReplicaProcess() {
+    if (out_ >= 0) ::close(out_);
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+
+  // Reads what has arrived; true once the replica has closed its output.
+  bool Poll() {
+    if (out_ < 0) return true;
+    pollfd fd{out_, POLLIN, 0};
+    while (::poll(&fd, 1, 0) > 0) {
+      char chunk[4096];
+      const ssize_t n = ::read(out_, chunk, sizeof(chunk));
+      if (n <= 0) {
+        ::close(out_);
+        out_ = -1;
+        int status = 0;
+        if (pid_ > 0) ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return true;
+      }
+      output_.append(chunk, static_cast<size_t>(n));
+    }
+    return false;
+  }
+  std::optional<Tally> Result() const {
+    const std::vector<std::string> lines = absl::StrSplit(output_, '\n');
+    for (const std::string& line : lines) {
+      if (std::optional<Tally> t = Tally::Decode(line)) return t;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string output_;
+};
+
+// Shows a progress bar on a terminal (a line per phase otherwise).
+class Progress {
+ public:
+  explicit Progress(double total_seconds)
+      : total_(total_seconds), tty_(::isatty(STDERR_FILENO) == 1) {}
+  void Phase(std::string_view name) {
+    phase_ = std::string(name);
+    if (!tty_) absl::FPrintF(stderr, "  running: %s\n", name);
+  }
+  void Tick(double phase_done_seconds) {
+    if (!tty_) return;
+    const double done = std::min(1.0, (finished_ + phase_done_seconds) / total_);
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(done * kWidth);
+    absl::FPrintF(stderr, "\r  [%s%s] %3.0f%%  %-36s", std::string(filled, '#'),
+                  std::string(kWidth - filled, '.'), done * 100, phase_);
+  }
+  void EndPhase(double seconds) { finished_ += seconds; }
+  void Done() {
+    if (tty_) absl::FPrintF(stderr, "\r%80s\r", "");
+  }
+
+ private:
+  double total_;
+  double finished_ = 0;
+  bool tty_;
+  std::string phase_;
+};
+
+// Starts `count` replicas of `mode` on `prefix`, waits for them (bounded),
+// and sums their results. nullopt if one did not report.
+std::optional<Tally> RunReplicas(const Flags& flags, Mode mode, const std::string& prefix,
+                                 int64_t count, double planned_seconds, Progress& progress,
+                                 int64_t stampede_at_ms = 0) {
+  std::vector<std::unique_ptr<ReplicaProcess>> replicas;
+  for (int64_t i = 0; i < count; ++i) {
+    replicas.push_back(std::make_unique<ReplicaProcess>(flags, mode, prefix, i, stampede_at_ms));
+  }
+  const SteadyClock::time_point start = SteadyClock::now();
+  const double limit = planned_seconds + 60;
+  while (true) {
+    bool all_done = true;
+    for (auto& replica : replicas) all_done = replica->Poll() && all_done;
+    const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
+    progress.Tick(std::min(elapsed, planned_seconds));
+    if (all_done) break;
+    if (elapsed > limit) {
+      absl::FPrintF(stderr, "\ntiercache-demo: replicas did not finish within %.0f s\n", limit);
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  progress.EndPhase(planned_seconds);
+  Tally total;
+  for (auto& replica : replicas) {
+    std::optional<Tally> t = replica->Result();
+    if (!t.has_value()) {
+      absl::FPrintF(stderr, "\ntiercache-demo: a replica exited without a result\n");
+      return std::nullopt;
+    }
+    total.Merge(*t);
+  }
+  return total;
+}
+
 double Percent(uint64_t part, uint64_t whole) {
   return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
+}
+
+// A two-panel bar chart: throughput per mode, and who answered the requests.
+bool WriteChart(const std::string& path, const Flags& flags,
+                const std::vector<std::pair<Mode, Tally>>& rows) {
+  constexpr int kWidth = 900;
+  constexpr int kHeight = 420;
+  std::string svg = absl::StrFormat(
+      R"(<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" )"
+      R"(font-family="sans-serif" font-size="12">)"
+      "\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+      kWidth, kHeight, kWidth, kHeight);
+  absl::StrAppend(
+      &svg,
+      absl::StrFormat(
+          R"(<text x="20" y="28" font-size="16" font-weight="bold">tiercache demo: %d replicas x %d threads, %d keys Zipf(%.2f), %.3g ms database</text>)"
+          "\n",
+          flags.replicas, flags.threads, flags.keys, flags.zipf, flags.latency_ms));
+  const int top = 70;
+  const int bottom = 340;
+  const int plot_height = bottom - top;
+  double max_rate = 1;
+  for (const auto& [mode, t] : rows) {
+    max_rate = std::max(max_rate, static_cast<double>(t.requests) / std::max(t.seconds, 1e-9));
+  }
+  // Left: throughput.
+  absl::StrAppend(&svg, R"(<text x="20" y="55" font-weight="bold">requests per second</text>)",
+                  "\n");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Tally& t = rows[i].second;
+    const double rate = static_cast<double>(t.requests) / std::max(t.seconds, 1e-9);
+    const int h = static_cast<int>(rate / max_rate * plot_height);
+    const int x = 40 + static_cast<int>(i) * 100;
+    absl::StrAppend(
+        &svg,
+        absl::StrFormat(R"(<rect x="%d" y="%d" width="70" height="%d" fill="#3b6ea8"/>)"
+                        "\n"
+                        R"(<text x="%d" y="%d" text-anchor="middle">%.0f</text>)"
+                        "\n"
+                        R"(<text x="%d" y="%d" text-anchor="middle">%s</text>)"
+                        "\n"
+                        R"(<text x="%d" y="%d" text-anchor="middle" fill="#555">p50 %s</text>)"
+                        "\n",
+                        x, bottom - h, std::max(h, 1), x + 35, bottom - h - 5, rate, x + 35,
+                        bottom + 16, ModeShort(rows[i].first), x + 35, bottom + 32,
+                        XmlText(LatencyText(t.latency.QuantileMs(0.5)))));
+  }
+  // Right: who answered.
+  const int left = 480;
+  absl::StrAppend(&svg, absl::StrFormat(R"(<text x="%d" y="55" font-weight="bold">)"
+                                        "answered by: L1 / L2 / the database (%%)</text>\n",
+                                        left));
+  const std::array<const char*, 3> colors = {"#5aa05a", "#e0a030", "#c0504d"};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Tally& t = rows[i].second;
+    const double total = static_cast<double>(std::max<uint64_t>(t.requests, 1));
+    const double l2 = static_cast<double>(t.l2_hits);
+    const double l1 = static_cast<double>(t.l1_hits);
+    const std::array<double, 3> shares = {l1 / total, l2 / total,
+                                          std::max(0.0, 1.0 - (l1 + l2) / total)};
+    const int x = left + 20 + static_cast<int>(i) * 100;
+    double y = bottom;
+    for (int s = 0; s < 3; ++s) {
+      const double h = shares[s] * plot_height;
+      if (h >= 0.5) {
+        absl::StrAppend(
+            &svg, absl::StrFormat(R"(<rect x="%d" y="%.1f" width="70" height="%.1f" fill="%s"/>)"
+                                  "\n",
+                                  x, y - h, h, colors[s]));
+        if (h > 14) {
+          absl::StrAppend(&svg, absl::StrFormat(R"(<text x="%d" y="%.1f" text-anchor="middle" )"
+                                                R"(fill="white">%.0f</text>)"
+                                                "\n",
+                                                x + 35, y - h / 2 + 4, shares[s] * 100));
+        }
+      }
+      y -= h;
+    }
+    absl::StrAppend(&svg, absl::StrFormat(R"(<text x="%d" y="%d" text-anchor="middle">%s</text>)"
+                                          "\n",
+                                          x + 35, bottom + 16, ModeShort(rows[i].first)));
+  }
+  const std::array<const char*, 3> legend = {"L1 hit", "L2 hit", "database query"};
+  for (int s = 0; s < 3; ++s) {
+    absl::StrAppend(
+        &svg, absl::StrFormat(R"(<rect x="%d" y="385" width="12" height="12" )"
+                              R"(fill="%s"/><text x="%d" y="395">%s</text>)"
+                              "\n",
+                              left + 20 + s * 130, colors[s], left + 36 + s * 130, legend[s]));
+  }
+  absl::StrAppend(&svg, "</svg>\n");
+  std::ofstream out(path);
+  out << svg;
+  return static_cast<bool>(out);
+}
+
+bool OnPath(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return false;
+  const std::vector<std::string> dirs = absl::StrSplit(path, ':');
+  for (const std::string& dir : dirs) {
+    const std::string candidate = absl::StrFormat("%s/%s", dir, program);
+    if (::access(candidate.c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+int RunCoordinator(Flags flags) {
+  absl::PrintF("tiercache demo: %d application replicas (processes) x %d threads read user\n",
+               flags.replicas, flags.threads);
+  absl::PrintF(
+      "records through a slow database (%.3g ms a query); keys Zipf(%.2f) over %d users;\n",
+      flags.latency_ms, flags.zipf, flags.keys);
+  absl::PrintF("each L1 holds %d records; %.3g s per mode.\n\n", flags.l1_items, flags.duration);
+
+  std::unique_ptr<tiercache::testing::MemcachedServer> server;
+  std::string no_l2_reason;
+  if (flags.memcached.empty()) {
+    if (!OnPath("memcached")) {
+      no_l2_reason = "memcached is not installed (apt-get install memcached)";
+    } else {
+      server = std::make_unique<tiercache::testing::MemcachedServer>();
+      if (server->running()) {
+        flags.memcached = server->address();
+        absl::PrintF("Started a private memcached on %s for this run (stopped at the end).\n\n",
+                     flags.memcached);
+      } else {
+        no_l2_reason = "the private memcached did not start";
+      }
+    }
+  } else {
+    tiercache::MemcachedOptions probe_options;
+    probe_options.servers = {flags.memcached};
+    absl::StatusOr<std::unique_ptr<tiercache::MemcachedClient>> probe =
+        tiercache::MemcachedClient::Create(probe_options);
+    absl::Status reachable =
+        probe.ok() ? (*probe)->Get("tiercache-demo-probe").status() : probe.status();
+    if (reachable.ok()) {
+      absl::PrintF("Using memcached at %s (keys under a prefix unique to this run).\n\n",
+                   flags.memcached);
+    } else {
+      no_l2_reason =
+          absl::StrFormat("cannot use memcached at %s: %s", flags.memcached, reachable.ToString());
+    }
+  }
+  const bool have_l2 = no_l2_reason.empty();
+  if (!have_l2) absl::PrintF("Running L1 only: %s.\n\n", no_l2_reason);
+  std::fflush(stdout);  // before the progress bar on stderr
+
+  const std::string run =
+      absl::StrFormat("demo%d-%d:", ::getpid(), absl::ToUnixSeconds(absl::Now()));
+  const double restart_seconds = std::min(flags.duration, 3.0);
+  const double stampede_seconds = 1.5;
+  std::vector<Mode> modes;
+  for (Mode mode : kModes) {
+    if (have_l2 || mode == Mode::kNone || mode == Mode::kL1) modes.push_back(mode);
+  }
+  Progress progress(static_cast<double>(modes.size()) * flags.duration +
+                    (have_l2 ? 2 * restart_seconds + 2 * stampede_seconds : 0));
+
+  std::vector<std::pair<Mode, Tally>> rows;
+  bool failed = false;
+  for (Mode mode : modes) {
+    progress.Phase(ModeTitle(mode));
+    std::optional<Tally> t =
+        RunReplicas(flags, mode, absl::StrCat(run, std::string(ModeName(mode)), ":"),
+                    flags.replicas, flags.duration, progress);
+    if (!t.has_value()) return 1;
+    failed |= t->errors + t->wrong > 0;
+    rows.emplace_back(mode, *t);
+  }
+
+  std::optional<Tally> restarted, cold, stampede_tiered, stampede_aside;
+  if (have_l2) {
+    Flags one = flags;
+    one.duration = restart_seconds;
+    progress.Phase("restart: a new replica on the warm L2");
+    restarted =
+        RunReplicas(one, Mode::kTiered, absl::StrCat(run, "l1+l2:"), 1, restart_seconds, progress);
+    progress.Phase("stampede: tiercache");
+    const int64_t at = absl::ToUnixMillis(absl::Now()) + 700;
+    stampede_tiered = RunReplicas(flags, Mode::kTiered, absl::StrCat(run, "stampede-t:"),
+                                  flags.replicas, stampede_seconds, progress, at);
+    progress.Phase("stampede: cache-aside on memcached");
+    const int64_t at2 = absl::ToUnixMillis(absl::Now()) + 700;
+    stampede_aside = RunReplicas(flags, Mode::kL2, absl::StrCat(run, "stampede-a:"), flags.replicas,
+                                 stampede_seconds, progress, at2);
+    // A replica on an empty L2, for comparison with the restarted one.
+    progress.Phase("restart: a new replica on an empty L2");
+    cold =
+        RunReplicas(one, Mode::kTiered, absl::StrCat(run, "cold:"), 1, restart_seconds, progress);
+    if (!restarted || !stampede_tiered || !stampede_aside || !cold) return 1;
+  }
+  progress.Done();
+
+  absl::PrintF("%-22s %12s %8s %8s %9s %9s %9s\n", "mode", "requests/s", "L1 hit", "L2 hit",
+               "db loads", "p50", "p99");
+  for (const auto& [mode, t] : rows) {
+    const bool l1 = mode == Mode::kL1 || mode == Mode::kTiered;
+    const bool l2 = mode == Mode::kL2 || mode == Mode::kTiered;
+    absl::PrintF("%-22s %12.0f %8s %8s %9d %9s %9s\n", ModeTitle(mode),
+                 static_cast<double>(t.requests) / t.seconds,
+                 l1 ? absl::StrFormat("%.1f%%", Percent(t.l1_hits, t.requests)) : "-",
+                 l2 ? absl::StrFormat("%.1f%%", Percent(t.l2_hits, t.requests)) : "-", t.loads,
+                 LatencyText(t.latency.QuantileMs(0.5)), LatencyText(t.latency.QuantileMs(0.99)));
+  }
+  if (!have_l2) {
+    absl::PrintF("%-22s %s\n%-22s %s\n", ModeTitle(Mode::kL2), "n/a: no memcached",
+                 ModeTitle(Mode::kTiered), "n/a: no memcached");
+  }
+  if (have_l2) {
+    auto first_seconds = [](const Tally& t) {
+      return absl::StrFormat("%5.1f%% from L1, %5.1f%% from L2, %d database loads in %.1f s",
+                             Percent(t.l1_hits, t.requests), Percent(t.l2_hits, t.requests),
+                             t.loads, t.seconds);
+    };
+    absl::PrintF("\nrestart: a new replica process on the L2 the others filled\n");
+    absl::PrintF("  restarted replica   %s\n", first_seconds(*restarted));
+    absl::PrintF("  on an empty L2      %s\n", first_seconds(*cold));
+    absl::PrintF("\nstampede: %d replicas x %d threads ask for one missing key at once\n",
+                 flags.replicas, flags.threads);
+    absl::PrintF("  tiercache (leases)          %d database load(s)\n", stampede_tiered->loads);
+    absl::PrintF("  cache-aside on memcached    %d database load(s)\n", stampede_aside->loads);
+    failed |= stampede_tiered->loads != 1;
+    failed |= stampede_tiered->errors + stampede_tiered->wrong + restarted->errors +
+                  restarted->wrong + cold->errors + cold->wrong >
+              0;
+  }
+  uint64_t errors = 0;
+  for (const auto& [mode, t] : rows) errors += t.errors + t.wrong;
+  absl::PrintF("\nerrors or wrong records: %d\n", errors);
+  if (WriteChart(flags.chart, flags, rows)) {
+    absl::PrintF("chart: %s\n", flags.chart);
+  } else {
+    absl::FPrintF(stderr, "tiercache-demo: cannot write %s\n", flags.chart);
+    failed = true;
+  }
+  return failed ? 1 : 0;
 }
 
 }  // namespace
@@ -199,120 +918,6 @@ double Percent(uint64_t part, uint64_t whole) {
 int main(int argc, char** argv) {
   Flags flags;
   if (int exit_code = 0; !ParseFlags(argc, argv, &flags, &exit_code)) return exit_code;
-
-  SlowDatabase database{std::chrono::microseconds(flags.latency_us)};
-
-  // Size the byte budget for `capacity` records, using the charge the cache
-  // really makes per entry (allocator rounding and hash-table share included).
-  const std::string typical_key = UserKey(flags.users - 1);
-  const size_t charge =
-      tiercache::Cache::ChargeFor(typical_key.size(), UserRecord(typical_key).size());
-  tiercache::CacheOptions options;
-  options.max_bytes = static_cast<size_t>(flags.capacity) * charge;
-  options.default_ttl = absl::Milliseconds(flags.ttl_ms);
-  // Records are ~200 bytes. The automatic stripe count keeps every stripe able
-  // to hold the largest allowed value, so a small limit lets a small cache
-  // have many stripes (less lock contention between the client threads).
-  options.max_value_size = 1024;
-  absl::StatusOr<std::unique_ptr<tiercache::Cache>> created = tiercache::Cache::Create(options);
-  if (!created.ok()) {
-    absl::FPrintF(stderr, "tiercache-demo: %s\n", created.status().ToString());
-    return 1;
-  }
-  tiercache::Cache& cache = **created;
-
-  absl::PrintF("tiercache demo: a Cache in front of a slow database (%.1f ms a query)\n",
-               static_cast<double>(flags.latency_us) / 1000.0);
-  absl::PrintF("  %d requests from %d threads, keys drawn Zipf(%.2f) from %d users\n",
-               flags.requests, flags.threads, flags.zipf, flags.users);
-  absl::PrintF(
-      "  cache: %d bytes (%d per record: room for %d of the %d records), %d stripes, "
-      "TTL %d ms\n\n",
-      options.max_bytes, charge, flags.capacity, flags.users, cache.stripe_count(), flags.ttl_ms);
-
-  const ZipfSampler sampler(flags.users, flags.zipf);
-  std::atomic<int64_t> next_request{0};
-  std::atomic<int64_t> finished{0};
-  std::atomic<int64_t> errors{0};
-  std::atomic<int64_t> wrong_records{0};
-
-  const SteadyClock::time_point start = SteadyClock::now();
-  std::vector<std::thread> clients;
-  for (int64_t t = 0; t < flags.threads; ++t) {
-    clients.emplace_back([&, t] {
-      std::mt19937_64 rng(static_cast<uint64_t>(flags.seed) * 1000003u + static_cast<uint64_t>(t));
-      while (next_request.fetch_add(1, std::memory_order_relaxed) < flags.requests) {
-        const std::string key = UserKey(sampler(rng));
-        absl::StatusOr<std::string> record =
-            cache.GetOrLoad(key, [&database](std::string_view k) -> absl::StatusOr<std::string> {
-              return database.Fetch(k);
-            });
-        if (!record.ok()) {
-          if (errors.fetch_add(1) == 0) {
-            absl::FPrintF(stderr, "GetOrLoad(%s): %s\n", key, record.status().ToString());
-          }
-        } else if (*record != UserRecord(key)) {
-          if (wrong_records.fetch_add(1) == 0) {
-            absl::FPrintF(stderr, "GetOrLoad(%s) returned a wrong record: %s\n", key, *record);
-          }
-        }
-        finished.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  }
-
-  absl::PrintF("    time  requests  hit ratio   cached\n");
-  double last_report = 0;
-  while (finished.load(std::memory_order_relaxed) < flags.requests) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const double now = SecondsSince(start);
-    if (now - last_report < 1.0) continue;
-    last_report = now;
-    const int64_t done = finished.load(std::memory_order_relaxed);
-    const tiercache::CacheStats stats = cache.Stats();
-    absl::PrintF("  %5.1f s  %8d     %5.1f%%  %7d\n", now, done,
-                 Percent(stats.hits, static_cast<uint64_t>(done)), stats.items);
-  }
-  for (std::thread& client : clients) client.join();
-  const double elapsed = SecondsSince(start);
-
-  const tiercache::CacheStats stats = cache.Stats();
-  const uint64_t requests = static_cast<uint64_t>(flags.requests);
-  // Every request is answered once: by a hit, by its own load, or by waiting
-  // for another thread's load of the same key (GetOrLoad is single-flight).
-  const uint64_t misses = requests - stats.hits;
-  const uint64_t shared_loads = misses >= stats.loads ? misses - stats.loads : 0;
-  const size_t reclaimed = cache.ReclaimExpired();
-
-  absl::PrintF("\nresults\n");
-  absl::PrintF("  hits (answered by the cache)   %8d  %5.1f%%\n", stats.hits,
-               Percent(stats.hits, requests));
-  absl::PrintF("  misses                         %8d\n", misses);
-  absl::PrintF("    database queries (loads)     %8d\n", stats.loads);
-  absl::PrintF("    waited for another's load    %8d  (single-flight)\n", shared_loads);
-  absl::PrintF("  evictions (cache full, LRU)    %8d\n", stats.evictions);
-  absl::PrintF("  expirations (TTL ran out)      %8d  (+%d reclaimed at the end)\n",
-               stats.expirations, reclaimed);
-  absl::PrintF("  cached at the end              %8d  records, %d of %d bytes\n", stats.items,
-               stats.bytes, options.max_bytes);
-  absl::PrintF("  errors, wrong records          %8d\n", errors.load() + wrong_records.load());
-
-  // Without the cache every request is a query; the same threads would share
-  // them out, each query taking what the real ones took on average.
-  const double query = database.MeanQuerySeconds();
-  const double uncached =
-      static_cast<double>(flags.requests) * query / static_cast<double>(flags.threads);
-  absl::PrintF("\ntime\n");
-  absl::PrintF("  with the cache                 %8.2f s\n", elapsed);
-  absl::PrintF("  querying every time (est.)     %8.2f s  = %d queries x %.2f ms / %d threads\n",
-               uncached, flags.requests, query * 1000.0, flags.threads);
-  absl::PrintF("  saved                          %8.2f s  (%.1fx faster)\n", uncached - elapsed,
-               elapsed > 0 ? uncached / elapsed : 0.0);
-
-  if (database.queries() != static_cast<int64_t>(stats.loads)) {
-    absl::FPrintF(stderr, "tiercache-demo: %d database queries but the cache counted %d loads\n",
-                  database.queries(), stats.loads);
-    return 1;
-  }
-  return errors.load() == 0 && wrong_records.load() == 0 ? 0 : 1;
+  if (flags.role == "replica") return RunReplica(flags);
+  return RunCoordinator(flags);
 }
