@@ -371,11 +371,13 @@ absl::StatusOr<StoreResult> Cache::Prepend(std::string_view key, std::string_vie
   return Concatenate(key, prefix, /*append=*/false);
 }
 
-bool Cache::Delete(std::string_view key) {
+bool Cache::Delete(std::string_view key) { return Delete(key, 0); }
+
+bool Cache::Delete(std::string_view key, uint64_t cas) {
   if (!ValidateKey(key).ok()) return false;
   const uint64_t hash = engine_internal::HashKey(key);
   Graveyard dead(keep_removed());
-  const bool deleted = StripeFor(hash).Delete(key, hash, NowNanos(), &dead);
+  const bool deleted = StripeFor(hash).Delete(key, hash, NowNanos(), cas, &dead);
   Bury(dead);
   return deleted;
 }

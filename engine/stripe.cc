@@ -87,11 +87,13 @@ StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode
   return StoreResult::kStored;
 }
 
-bool Stripe::Delete(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead) {
+bool Stripe::Delete(std::string_view key, uint64_t hash, int64_t now_ns, uint64_t cas,
+                    Graveyard* dead) {
   SpinLockHolder hold(&lock_);
   DrainAccessesLocked();
   const Ref ref = FindLiveLocked(key, hash, now_ns, dead);
   if (ref == kSentinel) return false;
+  if (cas != 0 && At(ref)->cas() != cas) return false;
   UnlinkLocked(ref, RemovalReason::kDeleted, dead);
   return true;
 }

@@ -154,7 +154,8 @@ class alignas(64) Stripe {
   absl::Status Mutate(std::string_view key, uint64_t hash, int64_t now_ns, MutateFn&& mutate,
                       Graveyard* dead);
 
-  bool Delete(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead);
+  // `cas` 0: whatever the entry's CAS; otherwise only if it is still `cas`.
+  bool Delete(std::string_view key, uint64_t hash, int64_t now_ns, uint64_t cas, Graveyard* dead);
   bool Touch(std::string_view key, uint64_t hash, int64_t now_ns, int64_t expiry_ns,
              Graveyard* dead);
   size_t ReclaimExpired(int64_t now_ns, Graveyard* dead);

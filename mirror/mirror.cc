@@ -110,7 +110,8 @@ class Mirror::Impl {
     ++batch.count;
     queued_writes_ += 1;
     queued_bytes_ += batch.bytes.size() - before;
-    ++accepted_;
+    batch.sequence.push_back(accepted_.fetch_add(1) + 1);
+    finished_flags_.push_back(false);
     const bool wake = sender_idle_;
     lock.unlock();
     // Waking the sender is a futex call: only when it sleeps, not per write.
@@ -152,6 +153,7 @@ class Mirror::Impl {
     size_t count = 0;
     std::string keys;                // the user keys, end to end
     std::vector<uint32_t> key_ends;  // where each ends in `keys`
+    std::vector<uint64_t> sequence;  // each write's place in the order of acceptance
     std::string_view Key(size_t i) const {
       const size_t begin = i == 0 ? 0 : key_ends[i - 1];
       return std::string_view(keys).substr(begin, key_ends[i] - begin);
@@ -185,6 +187,7 @@ class Mirror::Impl {
     }
     {
       std::lock_guard<std::mutex> hold(mu_);
+      // Nothing is queued in this mode: every write accepted has finished.
       ++accepted_;
       ++finished_;
       ++(status.ok() ? replicated_ : failed_);
@@ -255,7 +258,17 @@ class Mirror::Impl {
       std::lock_guard<std::mutex> hold(mu_);
       failed_ += failures;
       replicated_ += batch.count - failures;
-      finished_ += batch.count;
+      // Batches for different servers finish out of order: `finished_` only
+      // moves past writes all of whose predecessors have finished too.
+      for (uint64_t sequence : batch.sequence) {
+        finished_flags_[sequence - finished_.load(std::memory_order_relaxed) - 1] = true;
+      }
+      uint64_t finished = finished_.load(std::memory_order_relaxed);
+      while (!finished_flags_.empty() && finished_flags_.front()) {
+        finished_flags_.pop_front();
+        ++finished;
+      }
+      finished_.store(finished, std::memory_order_release);
     }
     progress_.notify_all();
   }
@@ -309,8 +322,12 @@ class Mirror::Impl {
   bool sender_idle_ = false;  // the sender waits on `work_`
   // Atomic so that accepted_writes()/finished_writes() read them without the
   // lock; written under it.
+  // The n-th write accepted has sequence number n.
   std::atomic<uint64_t> accepted_{0};  // writes queued (or, synchronous, sent)
-  std::atomic<uint64_t> finished_{0};  // of those, acknowledged or failed
+  // Every write with a sequence number <= this has been acknowledged or has
+  // failed (a watermark, not a count).
+  std::atomic<uint64_t> finished_{0};
+  std::deque<bool> finished_flags_;  // writes finished_ + 1 .. accepted_: done yet?
   uint64_t replicated_ = 0;
   uint64_t failed_ = 0;
   uint64_t dropped_ = 0;

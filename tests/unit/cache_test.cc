@@ -589,6 +589,19 @@ TEST_F(CacheTest, DeleteAndClear) {
   EXPECT_THAT(cache->Get("c"), Optional(std::string("3")));
 }
 
+TEST_F(CacheTest, DeleteWithCasRemovesOnlyTheVersionRead) {
+  auto cache = MakeOneStripe(10);
+  ASSERT_TRUE(cache->Set("a", "1").ok());
+  const uint64_t first = cache->GetItem("a")->cas;
+  ASSERT_TRUE(cache->Set("a", "2").ok());
+  log_.Take();
+  EXPECT_FALSE(cache->Delete("a", first));  // modified since: kept
+  EXPECT_THAT(cache->Get("a"), Optional(std::string("2")));
+  EXPECT_TRUE(cache->Delete("a", cache->GetItem("a")->cas));
+  EXPECT_THAT(log_.Take(), ElementsAre("deleted:a=2"));
+  EXPECT_FALSE(cache->Delete("a", first));  // missing
+}
+
 TEST_F(CacheTest, DestructionReportsRemainingEntries) {
   auto cache = MakeOneStripe(10);
   ASSERT_TRUE(cache->Set("a", "1").ok());

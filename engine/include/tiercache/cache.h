@@ -175,6 +175,9 @@ class Cache {
   absl::StatusOr<StoreResult> Append(std::string_view key, std::string_view suffix);
   absl::StatusOr<StoreResult> Prepend(std::string_view key, std::string_view prefix);
   bool Delete(std::string_view key);
+  // Deletes only if the entry's CAS is still `cas` (from GetItem; 0: any):
+  // false if the key is missing or was modified since.
+  bool Delete(std::string_view key, uint64_t cas);
   // Sets a new TTL (> 0, or InfiniteDuration). False if the key is missing.
   bool Touch(std::string_view key, absl::Duration ttl);
 

@@ -87,9 +87,10 @@ class Mirror {
 
   MirrorStats Stats() const;
 
-  // Writes accepted so far, and of those, finished (acknowledged or failed).
-  // Cheap (no lock): the n-th write accepted has reached memcached, or
-  // failed, once finished_writes() >= n. TieredCache uses this to tell a
+  // Writes accepted so far, and how many of the first ones have all finished
+  // (acknowledged or failed): the n-th write accepted has reached memcached,
+  // or failed, once finished_writes() >= n, even in a pool whose servers
+  // answer out of order. Cheap (no lock). TieredCache uses this to tell a
   // copy whose write is still queued from one that memcached has.
   uint64_t accepted_writes() const;
   uint64_t finished_writes() const;
