@@ -134,24 +134,18 @@ class TieredCache::Impl {
     // The L1 checks only: a key L1 holds has passed the L2 checks when it was
     // written, and building its wire form would cost every hit an allocation.
     if (absl::Status s = CheckL1Key(key); !s.ok()) return s;
-    if (load.refresh_ahead == absl::ZeroDuration()) {
-      // The hit path: the value and its header only (no flags, CAS or expiry
-      // to build), and a per-thread counter.
-      std::optional<std::string> entry = l1_.Get(key);
-      if (entry.has_value() && entry->size() >= kHeaderSize) {
-        Copy header;
-        std::memcpy(&header.version, entry->data(), 8);
-        std::memcpy(&header.checked_ns, entry->data() + 8, 8);
-        if (Servable(header, load)) {
-          l1_hits_.Add();
-          entry->erase(0, kHeaderSize);
-          return *std::move(entry);
-        }
+    // The hit path: the value and its header only (no flags, CAS or expiry
+    // to build), and a per-thread counter.
+    std::optional<std::string> entry = l1_.Get(key);
+    if (entry.has_value() && entry->size() >= kHeaderSize) {
+      Copy header;
+      std::memcpy(&header.version, entry->data(), 8);
+      std::memcpy(&header.checked_ns, entry->data() + 8, 8);
+      if (Servable(header)) {
+        l1_hits_.Add();
+        entry->erase(0, kHeaderSize);
+        return *std::move(entry);
       }
-    } else if (std::optional<Copy> copy = Decode(l1_.GetItem(key));
-               copy.has_value() && Servable(*copy, load)) {
-      l1_hits_.Add();
-      return std::move(copy->value);
     }
     // One slow path per key per process; reads and loads fly separately, as
     // a read must not wait for a load it did not ask for.
@@ -163,7 +157,6 @@ class TieredCache::Impl {
 
   absl::StatusOr<std::optional<Item>> GetItem(std::string_view key) {
     if (absl::Status s = CheckKey(key); !s.ok()) return s;
-    const int64_t asked_ns = NowNs();
     absl::StatusOr<Response> r = FetchL2(key, GetRequest{});
     if (!r.ok()) return r.status();
     if (r->code == Code::kMiss || IsStub(*r)) {
@@ -171,8 +164,6 @@ class TieredCache::Impl {
       return std::optional<Item>();
     }
     l2_hits_.fetch_add(1, std::memory_order_relaxed);
-    FillL1(key, r->value, r->client_flags.value_or(0), r->cas.value_or(0), asked_ns, Remaining(*r),
-           std::nullopt);
     Item item;
     item.value = std::move(r->value);
     item.flags = r->client_flags.value_or(0);
@@ -238,10 +229,13 @@ class TieredCache::Impl {
     absl::StatusOr<Response> r = StoreL2(key, value, options, cas);
     if (!r.ok()) return r.status();
     switch (r->code) {
-      case Code::kHit:
-        FillL1(key, value, options.flags, r->cas.value_or(0), asked_ns,
-               options.ttl.value_or(l2_.options().default_ttl), options.ttl);
+      case Code::kHit: {  // this replica's own write
+        const absl::Duration l2_ttl = options.ttl.value_or(l2_.options().default_ttl);
+        (void)l1_.Set(
+            key, WithHeader(r->cas.value_or(0), asked_ns, value),
+            {std::min(options.ttl.value_or(l1_.options().default_ttl), l2_ttl), options.flags});
         return StoreResult::kStored;
+      }
       case Code::kExists:
       case Code::kNotFound:
         l1_.Delete(key);  // known to be old now
@@ -315,41 +309,55 @@ class TieredCache::Impl {
           absl::StrFormat("value is %d bytes; the limit is %d (max_value_size)", value.size(),
                           options_.l1.max_value_size));
     }
-    if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                          absl::FormatDuration(*options.ttl)));
-    }
+    if (absl::Status s = CheckTtl(options); !s.ok()) return s;
     absl::StatusOr<WireKey> wire = l2_.impl().Key(key);
     if (!wire.ok()) return wire.status();
     return l2_.impl().CheckValue(*wire, value.size());
   }
 
-  // A copy may be served without asking L2: checked recently enough, or its
-  // own write is still on its way to memcached; and not inside an early
-  // refresh window.
-  bool Servable(const Copy& copy, const LoadOptions& load) const {
-    const int64_t now_ns = NowNs();
-    if (load.refresh_ahead > absl::ZeroDuration() &&
-        copy.expiry - absl::FromUnixNanos(now_ns) < load.refresh_ahead) {
-      return false;
+ public:
+  // A TTL both tiers accept: positive, and one memcached can store.
+  absl::Status CheckTtl(const WriteOptions& options) const {
+    if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
+                          absl::FormatDuration(*options.ttl)));
     }
-    if (now_ns - copy.checked_ns < staleness_ns_) return true;
+    return mirror_internal::EncodeTtl(options.ttl.value_or(l2_.options().default_ttl), absl::Now())
+        .status();
+  }
+
+ private:
+  // A copy may be served without asking L2: checked recently enough, or its
+  // own write is still on its way to memcached.
+  bool Servable(const Copy& copy) const {
+    return NowNs() - copy.checked_ns < staleness_ns_ || Pending(copy);
+  }
+  bool Pending(const Copy& copy) const {
     return (copy.version & kPending) != 0 &&
            mirror_->finished_writes() < (copy.version & ~kPending);
   }
 
   // Stores `value` in L1 as a copy of L2's item `version`, checked at
   // `checked_ns`, for the shorter of L2's remaining TTL and the write's (or
-  // L1's default) TTL: an L1 copy never outlives its L2 item.
+  // L1's default) TTL: an L1 copy never outlives its L2 item. What L2 said
+  // never overwrites a write this replica made meanwhile: with `replacing`
+  // (an L1 CAS; never 0), only that L1 version (the copy that was checked) is
+  // replaced; with kAddOnly, the copy is added only if L1 has none.
+  static constexpr uint64_t kAddOnly = 0;
   void FillL1(std::string_view key, std::string_view value, uint32_t flags, uint64_t version,
               int64_t checked_ns, absl::Duration l2_remaining,
-              std::optional<absl::Duration> write_ttl) {
+              std::optional<absl::Duration> write_ttl, uint64_t replacing) {
     const absl::Duration ttl =
         std::min(l2_remaining, write_ttl.value_or(l1_.options().default_ttl));
     if (ttl <= absl::ZeroDuration()) return;
     // A value L1 cannot hold is still the answer; L1 just does not keep it.
-    (void)l1_.Set(key, WithHeader(version, checked_ns, value), {ttl, flags});
+    const std::string entry = WithHeader(version, checked_ns, value);
+    if (replacing != kAddOnly) {
+      (void)l1_.CompareAndSwap(key, entry, replacing, {ttl, flags});
+    } else {
+      (void)l1_.Add(key, entry, {ttl, flags});
+    }
   }
 
   void CountError(std::string_view key, const absl::Status& why) {
@@ -358,8 +366,15 @@ class TieredCache::Impl {
   }
 
   absl::StatusOr<Response> FetchL2(std::string_view key, GetRequest request) {
+    return Fetch(l2_, key, request);
+  }
+
+  // mg on `client` (the primary or the old pool), with every return flag
+  // (W, Z, X) that MemcachedClient::Get does not expose. Errors are counted.
+  absl::StatusOr<Response> Fetch(MemcachedClient& client, std::string_view key,
+                                 GetRequest request) {
     absl::StatusOr<Response> r =
-        l2_.impl().Exchange(key, [&](const WireKey& wire, std::string* out) {
+        client.impl().Exchange(key, [&](const WireKey& wire, std::string* out) {
           mirror_internal::EncodeGet(wire, request, {}, out);
           return absl::OkStatus();
         });
@@ -404,21 +419,24 @@ class TieredCache::Impl {
     if (absl::Status s = CheckKey(key); !s.ok()) return s;
     // A flight that just ended may have refreshed the copy.
     std::optional<Copy> copy = Decode(l1_.GetItem(key));
-    if (copy.has_value() && Servable(*copy, load)) {
+    if (copy.has_value() && Servable(*copy)) {
       l1_hits_.Add();
       return std::move(copy->value);
     }
-    const bool refreshing = copy.has_value() && load.refresh_ahead > absl::ZeroDuration() &&
-                            copy->expiry - clock_->Now() < load.refresh_ahead;
-    if (copy.has_value() && !refreshing) {
+    if (copy.has_value()) {
+      // Stale. Inside an early-refresh window the lease request below checks
+      // it (and may win the refresh); otherwise a revalidation does.
+      const bool refreshing = loader != nullptr && load.refresh_ahead > absl::ZeroDuration() &&
+                              copy->expiry - clock_->Now() < load.refresh_ahead;
+      if (refreshing) return LoadThroughLease(key, *loader, options, load, &*copy);
       std::optional<absl::StatusOr<std::string>> revalidated = Revalidate(key, *copy);
       if (revalidated.has_value()) return *std::move(revalidated);
-      // Gone from L2: a miss like any other (but not read from the old pool:
-      // the key was deleted or expired in the new one).
+      // Gone from L2 (deleted, expired or evicted there): a miss, but not one
+      // the old pool may answer.
+      if (loader == nullptr) return absl::NotFoundError("miss");
+      return LoadThroughLease(key, *loader, options, load, nullptr, /*warm_up=*/false);
     }
-    if (loader != nullptr) {
-      return LoadThroughLease(key, *loader, options, load, refreshing ? &*copy : nullptr);
-    }
+    if (loader != nullptr) return LoadThroughLease(key, *loader, options, load, nullptr);
 
     const int64_t asked_ns = NowNs();
     absl::StatusOr<Response> r = FetchL2(key, GetRequest{});
@@ -426,13 +444,11 @@ class TieredCache::Impl {
     if (r->code == Code::kValue && !IsStub(*r)) {
       l2_hits_.fetch_add(1, std::memory_order_relaxed);
       FillL1(key, r->value, r->client_flags.value_or(0), r->cas.value_or(0), asked_ns,
-             Remaining(*r), std::nullopt);
+             Remaining(*r), std::nullopt, kAddOnly);
       return std::move(r->value);
     }
     l2_misses_.fetch_add(1, std::memory_order_relaxed);
-    if (!copy.has_value()) {
-      if (std::optional<std::string> warm = WarmFromFallback(key, std::nullopt)) return *warm;
-    }
+    if (std::optional<std::string> warm = WarmFromFallback(key, std::nullopt)) return *warm;
     return absl::NotFoundError("miss");
   }
 
@@ -453,11 +469,11 @@ class TieredCache::Impl {
         Restamp(key, copy, asked_ns);
         return std::move(copy.value);
       }
-      if (r->code == Code::kMiss) return Gone(key);
+      if (r->code == Code::kMiss) return Gone(key, copy);
     }
     absl::StatusOr<Response> r = FetchL2(key, GetRequest{});
     if (!r.ok()) return ServeStale(copy);
-    if (r->code != Code::kValue || IsStub(*r)) return Gone(key);
+    if (r->code != Code::kValue || IsStub(*r)) return Gone(key, copy);
     const uint32_t flags = r->client_flags.value_or(0);
     if (!known && r->value == copy.value && flags == copy.flags) {
       revalidated_unchanged_.fetch_add(1, std::memory_order_relaxed);
@@ -466,7 +482,8 @@ class TieredCache::Impl {
       revalidated_changed_.fetch_add(1, std::memory_order_relaxed);
       l2_hits_.fetch_add(1, std::memory_order_relaxed);
     }
-    FillL1(key, r->value, flags, r->cas.value_or(0), asked_ns, Remaining(*r), std::nullopt);
+    FillL1(key, r->value, flags, r->cas.value_or(0), asked_ns, Remaining(*r), std::nullopt,
+           copy.l1_cas);
     return std::move(r->value);
   }
 
@@ -476,9 +493,11 @@ class TieredCache::Impl {
     return std::move(copy.value);
   }
 
-  std::nullopt_t Gone(std::string_view key) {
+  // Drops the copy that was checked (not a newer one this replica wrote
+  // meanwhile).
+  std::nullopt_t Gone(std::string_view key, const Copy& copy) {
     revalidated_gone_.fetch_add(1, std::memory_order_relaxed);
-    l1_.Delete(key);
+    l1_.Delete(key, copy.l1_cas);
     return std::nullopt;
   }
 
@@ -494,45 +513,46 @@ class TieredCache::Impl {
 
   // The old pool: on a hit, fill L1 and add the item to the primary (never
   // over newer data). With `lease_cas`, this replica holds the lease stub and
-  // replaces it instead. nullopt: the old pool does not have it either.
+  // replaces it instead. nullopt: the old pool does not have it (a lease stub
+  // of clients still loading there counts as not having it).
   std::optional<std::string> WarmFromFallback(std::string_view key,
                                               std::optional<uint64_t> lease_cas) {
     if (fallback_ == nullptr) return std::nullopt;
-    absl::StatusOr<std::optional<Item>> old = fallback_->Get(key);
-    if (!old.ok()) {
-      CountError(key, old.status());
-      return std::nullopt;
-    }
-    if (!old->has_value()) return std::nullopt;
-    Item& item = **old;
-    const absl::Duration remaining = item.expiry == absl::InfiniteFuture()
-                                         ? absl::InfiniteDuration()
-                                         : item.expiry - absl::Now();
-    if (remaining <= absl::ZeroDuration()) return std::nullopt;
+    absl::StatusOr<Response> old = Fetch(*fallback_, key, GetRequest{});
+    if (!old.ok() || old->code != Code::kValue || IsStub(*old)) return std::nullopt;
+    const absl::Duration remaining = Remaining(*old);
     fallback_hits_.fetch_add(1, std::memory_order_relaxed);
     const int64_t asked_ns = NowNs();
-    const WriteOptions write{remaining, item.flags};
+    const uint32_t flags = old->client_flags.value_or(0);
+    const WriteOptions write{remaining, flags};
     absl::StatusOr<Response> stored =
-        StoreL2(key, item.value, write, lease_cas,
+        StoreL2(key, old->value, write, lease_cas,
                 lease_cas.has_value() ? mirror_internal::StoreMode::kSet
                                       : mirror_internal::StoreMode::kAdd);
     if (stored.ok() && stored->code == Code::kHit) {
-      FillL1(key, item.value, item.flags, stored->cas.value_or(0), asked_ns, remaining,
-             std::nullopt);
+      FillL1(key, old->value, flags, stored->cas.value_or(0), asked_ns, remaining, std::nullopt,
+             kAddOnly);
     }
     // Otherwise the primary got newer data meanwhile (or is down): this
     // answer stays right for now, and L1 does not keep it.
-    return std::move(item.value);
+    return std::move(old->value);
   }
 
   absl::StatusOr<std::string> CallLoader(std::string_view key, const Loader& loader) {
     loads_count_.fetch_add(1, std::memory_order_relaxed);
     absl::StatusOr<std::string> loaded = loader(key);
-    if (loaded.ok() && loaded->size() > options_.l1.max_value_size) {
-      loaded = absl::InvalidArgumentError(
-          absl::StrFormat("the loader returned %d bytes for '%s'; the limit is %d "
-                          "(max_value_size)",
-                          loaded->size(), KeyText(key), options_.l1.max_value_size));
+    if (loaded.ok()) {
+      // Too large for either tier: an error, as Cache::GetOrLoad makes it.
+      absl::Status fits = loaded->size() > options_.l1.max_value_size
+                              ? absl::InvalidArgumentError(absl::StrFormat(
+                                    "value is %d bytes; the limit is %d (max_value_size)",
+                                    loaded->size(), options_.l1.max_value_size))
+                              : l2_.impl().CheckValue(*l2_.impl().Key(key), loaded->size());
+      if (!fits.ok()) {
+        loaded = absl::Status(fits.code(),
+                              absl::StrFormat("the loader's value for '%s' cannot be cached: %s",
+                                              KeyText(key), fits.message()));
+      }
     }
     if (!loaded.ok()) load_failures_.fetch_add(1, std::memory_order_relaxed);
     return loaded;
@@ -540,26 +560,29 @@ class TieredCache::Impl {
 
   // Stores a loaded value over the item (or lease stub) whose CAS is `cas`:
   // if anyone wrote the key since, their value stays and L1 keeps neither.
+  // `replacing`: the L1 copy the value replaces (an early refresh).
   void StoreLoaded(std::string_view key, std::string_view value, const WriteOptions& options,
-                   uint64_t cas) {
+                   uint64_t cas, uint64_t replacing) {
     const int64_t asked_ns = NowNs();
     absl::StatusOr<Response> stored = StoreL2(key, value, options, cas);
     if (stored.ok() && stored->code == Code::kHit) {
       FillL1(key, value, options.flags, stored->cas.value_or(0), asked_ns,
-             options.ttl.value_or(l2_.options().default_ttl), options.ttl);
+             options.ttl.value_or(l2_.options().default_ttl), options.ttl, replacing);
     }
   }
 
   // L2 with a lease, then the loader. See the top of tiered_cache.h.
-  // `current`: the L1 copy being refreshed early, served if L2 is down.
+  // `current`: the stale L1 copy inside an early-refresh window, served if L2
+  // cannot answer. `warm_up`: the old pool may answer a miss.
   absl::StatusOr<std::string> LoadThroughLease(std::string_view key, const Loader& loader,
                                                const WriteOptions& options, const LoadOptions& load,
-                                               Copy* current) {
+                                               Copy* current, bool warm_up = true) {
     GetRequest request;
     request.vivify_ttl = absl::ToInt64Seconds(options_.lease_ttl);
     if (load.refresh_ahead > absl::ZeroDuration()) {
       request.recache_ttl = absl::ToInt64Seconds(absl::Ceil(load.refresh_ahead, absl::Seconds(1)));
     }
+    const uint64_t replacing = current != nullptr ? current->l1_cas : kAddOnly;
     const absl::Time give_up = absl::Now() + options_.lease_wait;
     absl::Duration poll = absl::Milliseconds(1);
     bool waited = false;
@@ -581,23 +604,25 @@ class TieredCache::Impl {
           refreshes_.fetch_add(1, std::memory_order_relaxed);
           absl::StatusOr<std::string> loaded = CallLoader(key, loader);
           if (loaded.ok()) {
-            StoreLoaded(key, *loaded, options, cas);
+            StoreLoaded(key, *loaded, options, cas, replacing);
             return loaded;
           }
           // Serve the current value; the item expires as it would have.
         }
         l2_hits_.fetch_add(1, std::memory_order_relaxed);
         FillL1(key, r->value, r->client_flags.value_or(0), cas, asked_ns, Remaining(*r),
-               options.ttl);
+               options.ttl, replacing);
         return std::move(r->value);
       }
       if (r->won) {  // this replica holds the lease
         l2_misses_.fetch_add(1, std::memory_order_relaxed);
         lease_wins_.fetch_add(1, std::memory_order_relaxed);
-        if (std::optional<std::string> warm = WarmFromFallback(key, cas)) return *warm;
+        if (warm_up) {
+          if (std::optional<std::string> warm = WarmFromFallback(key, cas)) return *warm;
+        }
         absl::StatusOr<std::string> loaded = CallLoader(key, loader);
         if (loaded.ok()) {
-          StoreLoaded(key, *loaded, options, cas);
+          StoreLoaded(key, *loaded, options, cas, replacing);
         } else {
           ReleaseLease(key, cas);
         }
@@ -613,7 +638,7 @@ class TieredCache::Impl {
         lease_timeouts_.fetch_add(1, std::memory_order_relaxed);
         absl::StatusOr<std::string> loaded = CallLoader(key, loader);
         // Replaces the stub only: the lease holder may have stored by now.
-        if (loaded.ok()) StoreLoaded(key, *loaded, options, cas);
+        if (loaded.ok()) StoreLoaded(key, *loaded, options, cas, replacing);
         return loaded;
       }
       absl::SleepFor(std::min(poll, give_up - now));
@@ -730,14 +755,12 @@ std::optional<std::string> TieredCache::Get(std::string_view key) {
 
 absl::StatusOr<std::string> TieredCache::GetOrLoad(std::string_view key, Loader loader,
                                                    WriteOptions options, LoadOptions load) {
-  if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
+  if (absl::Status s = impl_->CheckTtl(options); !s.ok()) return s;
+  if (load.refresh_ahead < absl::ZeroDuration() ||
+      load.refresh_ahead > absl::Seconds(mirror_internal::kMaxRelativeTtlSeconds)) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                        absl::FormatDuration(*options.ttl)));
-  }
-  if (load.refresh_ahead < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrFormat("refresh_ahead is %s; it must be >= 0",
-                                                      absl::FormatDuration(load.refresh_ahead)));
+        absl::StrFormat("refresh_ahead is %s; it must be 0 (off) .. 30 days",
+                        absl::FormatDuration(load.refresh_ahead)));
   }
   return impl_->Lookup(key, &loader, options, load);
 }

@@ -291,6 +291,26 @@ TEST_F(TieredCacheTest, AnOldPoolWarmsTheNewOneWithoutOverwritingNewerData) {
   EXPECT_FALSE(old_direct->Get("k1")->has_value());
 }
 
+// Regression: GetOrLoad of a copy that revalidation found gone from the new
+// pool read the old pool back into it, resurrecting what was deleted there.
+TEST_F(TieredCacheTest, AKeyGoneFromTheNewPoolIsNotReadBackFromTheOldOne) {
+  MemcachedServer old_pool;
+  ASSERT_TRUE(Direct(old_pool.address())->Set("k", "old").ok());
+  TieredOptions options = Options(&clock_a_);
+  options.fallback_servers = {old_pool.address()};
+  auto cache = Make(options);
+  auto new_pool = Direct(server_.address());
+  ASSERT_TRUE(new_pool->Set("k", "new").ok());
+  ASSERT_THAT(cache->Get("k"), Optional(std::string("new")));
+  ASSERT_TRUE(*new_pool->Delete("k"));  // deleted by another client
+  clock_a_.Advance(absl::Seconds(1));
+  EXPECT_THAT(cache->GetOrLoad(
+                  "k", [](std::string_view) -> absl::StatusOr<std::string> { return "loaded"; }),
+              IsOkAndHolds(std::string("loaded")));
+  EXPECT_EQ(cache->Stats().fallback_hits, 0u);
+  EXPECT_EQ(cache->Stats().revalidated_gone, 1u);
+}
+
 TEST_F(TieredCacheTest, CompareAndSwapAcrossReplicasAddsUpExactly) {
   auto a = Make(Options());
   auto b = Make(Options());
@@ -350,6 +370,28 @@ TEST_F(TieredCacheTest, BadInputIsRejectedAndNothingIsWritten) {
                                               })
                                   .status()));
   EXPECT_TRUE(absl::IsInvalidArgument(cache->Delete("")));
+  // memcached 1.6.18 keeps expiry times in 32 bits: past 2038 is refused
+  // before anything is written, by Set and by GetOrLoad alike.
+  const WriteOptions too_far{absl::Hours(24 * 365 * 20), 0};
+  EXPECT_THAT(cache->Set("k", "v", too_far).message(), HasSubstr("2038"));
+  EXPECT_THAT(cache
+                  ->GetOrLoad(
+                      "k",
+                      [](std::string_view) -> absl::StatusOr<std::string> {
+                        ADD_FAILURE() << "loaded despite a bad TTL";
+                        return "x";
+                      },
+                      too_far)
+                  .status()
+                  .message(),
+              HasSubstr("2038"));
+  EXPECT_THAT(
+      cache
+          ->GetOrLoad("k", [](std::string_view) -> absl::StatusOr<std::string> { return "x"; }, {},
+                      {.refresh_ahead = absl::InfiniteDuration()})
+          .status()
+          .message(),
+      HasSubstr("refresh_ahead"));
   EXPECT_TRUE(absl::IsInvalidArgument(cache->GetItem(std::string(60, 'k')).status()));
   EXPECT_EQ(cache->Get(""), std::nullopt);
   ASSERT_TRUE(cache->Flush(absl::Seconds(5)).ok());

@@ -66,7 +66,10 @@ namespace tiercache {
 
 struct TieredOptions {
   // The L1 of this process. Its `on_removal` sees values as they were
-  // written; its `max_value_size` bounds the values of every write.
+  // written (a copy rewritten after a revalidation shows up as kReplaced);
+  // its `max_value_size` bounds the values of every write. Its `clock` also
+  // measures max_staleness (the real clock by default: wall time, so a step
+  // backwards lengthens a copy's life by the step).
   CacheOptions l1;
   // The shared L2.
   MemcachedOptions l2;
@@ -94,9 +97,10 @@ struct TieredOptions {
 
 // Per call of GetOrLoad.
 struct LoadOptions {
-  // > 0: early refresh. When a cached value has less than this left to live,
-  // one replica (the one memcached picks) reloads it, while every other
-  // caller keeps getting the current value. Whole seconds (memcached's clock).
+  // > 0: early refresh. When a copy due for revalidation has less than this
+  // left to live, L2 is asked with `R`: one replica (the one memcached picks)
+  // reloads it, while every other caller keeps getting the current value.
+  // Whole seconds (memcached's clock), at most 30 days.
   absl::Duration refresh_ahead = absl::ZeroDuration();
 };
 
@@ -125,7 +129,7 @@ class TieredCache {
   // Validates the options (memcached is not contacted: a server that is down
   // now is counted later, not an error here).
   static absl::StatusOr<std::unique_ptr<TieredCache>> Create(TieredOptions options);
-  // Sends what is queued for L2 (up to op_timeout), then stops.
+  // Sends what is queued for L2 (each batch bounded by op_timeout), then stops.
   ~TieredCache();
   TieredCache(const TieredCache&) = delete;
   TieredCache& operator=(const TieredCache&) = delete;
@@ -158,7 +162,8 @@ class TieredCache {
   // kExists/kNotFound drop the L1 copy, which is then known to be old.
   absl::StatusOr<StoreResult> CompareAndSwap(std::string_view key, std::string_view value,
                                              uint64_t cas, WriteOptions options = {});
-  // memcached's counters, on L2 (NotFound when missing); L1 keeps the result.
+  // memcached's counters, on L2 (NotFound when missing). This replica's L1
+  // copy is dropped; the next read fetches the new number.
   absl::StatusOr<uint64_t> Increment(std::string_view key, uint64_t delta);
   absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
 
