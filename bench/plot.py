@@ -1,0 +1,150 @@
+#!/usr/bin/python3
+"""Charts for docs/performance.md, drawn from the benchmarks' JSON output.
+
+  bench/plot.py [--results bench/results] [--out docs/img]
+
+Reads
+  engine_bench.json   Google Benchmark JSON of bench/engine_bench (aggregates)
+  hit_ratio.json      bench/hit_ratio --json
+  tiered_bench.json   bench/tiered_bench --json (optional)
+and writes
+  throughput_vs_threads.svg   median Get throughput at 1, 2 and 8 threads
+  hit_ratio_vs_size.svg       hit ratio against capacity, one panel per trace
+  tiered_vs_baselines.svg     TieredCache figures against their baselines
+
+Needs Debian's python3-matplotlib (apt-get install python3-matplotlib); runs
+with the system interpreter, /usr/bin/python3.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+try:
+    import matplotlib
+
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    sys.exit("bench/plot.py needs matplotlib: apt-get install python3-matplotlib "
+             "(and run it with /usr/bin/python3)")
+
+# Deterministic SVG output: no random ids, no date in the metadata.
+matplotlib.rcParams["svg.hashsalt"] = "tiercache"
+matplotlib.rcParams["svg.fonttype"] = "none"
+
+# engine_bench families, in legend order, with the label the page uses.
+THROUGHPUT_SERIES = [
+    ("BM_BareRobinMap_GetHit", "bare tsl::robin_map (no lock, no LRU)"),
+    ("BM_Cache_GetHitReuse", "Cache::Get(key, &buffer)"),
+    ("BM_Cache_GetHit", "Cache::Get(key)"),
+    ("BM_Cache_GetHit_1Stripe", "Cache::Get, stripes = 1"),
+    ("BM_MutexLru_GetHit", "std::mutex + unordered_map + list LRU"),
+    ("BM_Cache_Mixed90_10", "Cache, 90% Get / 10% Set, 10% cached"),
+    ("BM_MutexLru_Mixed90_10", "mutex LRU, 90% Get / 10% Set, 10% cached"),
+]
+
+
+def save(fig, path):
+    fig.savefig(path, metadata={"Date": None}, bbox_inches="tight")
+    plt.close(fig)
+    print("wrote", path)
+
+
+def throughput_vs_threads(results, out):
+    with open(os.path.join(results, "engine_bench.json")) as f:
+        data = json.load(f)
+    # name/real_time/threads:N_median -> items (or ops) per second
+    pattern = re.compile(r"^(BM_\w+)/.*threads:(\d+)_median$")
+    series = {}
+    for bench in data["benchmarks"]:
+        m = pattern.match(bench["name"])
+        if not m:
+            continue
+        rate = bench.get("items_per_second")
+        if rate is None:
+            rate = bench["iterations"] / (bench["real_time"] * 1e-9)
+        series.setdefault(m.group(1), {})[int(m.group(2))] = rate
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for family, label in THROUGHPUT_SERIES:
+        if family not in series:
+            continue
+        points = sorted(series[family].items())
+        ax.plot([t for t, _ in points], [r / 1e6 for _, r in points], marker="o", label=label,
+                linestyle="--" if "Mutex" in family or "Bare" in family else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([1, 2, 8])
+    ax.set_xticklabels(["1", "2", "8"])
+    ax.set_xlabel("threads (the machine has 2 vCPUs)")
+    ax.set_ylabel("million operations per second (median)")
+    ax.set_title("L1 engine: throughput against threads\n"
+                 "2^20 keys, 100-byte values, Zipf(0.99); bench/engine_bench")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(bottom=0)
+    save(fig, os.path.join(out, "throughput_vs_threads.svg"))
+
+
+def hit_ratio_vs_size(results, out):
+    with open(os.path.join(results, "hit_ratio.json")) as f:
+        data = json.load(f)
+    capacities = data["capacities"]
+    traces = data["traces"]
+    fig, axes = plt.subplots(3, 3, figsize=(12, 10), sharex=True)
+    for ax, (name, curves) in zip(axes.flat, sorted(traces.items())):
+        for key, label, style in [("exact_lru", "exact LRU (1 stripe)", "-"),
+                                  ("automatic", "automatic stripes", "--"),
+                                  ("stripes_64", "64 stripes", ":")]:
+            points = [(c, v) for c, v in zip(capacities, curves[key]) if v >= 0]
+            ax.plot([c for c, _ in points], [v for _, v in points], style, marker=".",
+                    label=label)
+        ax.set_title(f"{name} ({curves['requests']:,} requests)", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("cache size (items)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("hit ratio (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Hit ratio against cache size on the LIRS traces; bench/hit_ratio")
+    save(fig, os.path.join(out, "hit_ratio_vs_size.svg"))
+
+
+def tiered_vs_baselines(results, out):
+    path = os.path.join(results, "tiered_bench.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = json.load(f)["results"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labels = [f"{r['benchmark']}\nvs {r['baseline_name']}" for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    bars = ax.barh(range(len(rows)), ratios, color="#3b6ea8")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    for bar, ratio in zip(bars, ratios):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x",
+                va="center", fontsize=8)
+    ax.set_xlabel("TieredCache relative to its baseline (> 1: better)")
+    ax.set_title("TieredCache against same-run baselines; bench/tiered_bench")
+    save(fig, os.path.join(out, "tiered_vs_baselines.svg"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", default="bench/results")
+    parser.add_argument("--out", default="docs/img")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    throughput_vs_threads(args.results, args.out)
+    hit_ratio_vs_size(args.results, args.out)
+    tiered_vs_baselines(args.results, args.out)
+
+
+if __name__ == "__main__":
+    main()
