@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   }
   json += "],\n  \"traces\": {\n";
   std::printf("%-13s %-10s", "trace", "stripes");
-  for (size_t c : kCapacities) std::printf(" %6d", c);
+  for (size_t c : kCapacities) std::printf(" %6zu", c);
   std::printf("\n");
   for (size_t t = 0; t < kTraces.size(); ++t) {
     const std::string& name = kTraces[t];
