@@ -311,6 +311,39 @@ TEST_F(TieredCacheTest, AKeyGoneFromTheNewPoolIsNotReadBackFromTheOldOne) {
   EXPECT_EQ(cache->Stats().revalidated_gone, 1u);
 }
 
+// The old pool may still serve clients that take leases there: their 0-byte
+// stub is a miss, never an empty value copied into the new pool.
+TEST_F(TieredCacheTest, ALeaseStubInTheOldPoolIsAMiss) {
+  MemcachedServer old_pool;
+  TieredOptions old_options = Options();
+  old_options.l2.servers = {old_pool.address()};
+  auto old_fleet = Make(old_options);  // a replica of the old deployment
+  Event stub_taken;
+  Event release;
+  std::thread loading_in_old_pool([&] {
+    EXPECT_THAT(old_fleet->GetOrLoad("k",
+                                     [&](std::string_view) -> absl::StatusOr<std::string> {
+                                       stub_taken.Notify();
+                                       release.Wait();
+                                       return "old";
+                                     }),
+                IsOkAndHolds(std::string("old")));
+  });
+  stub_taken.Wait();  // the old pool holds a lease stub for "k"
+
+  TieredOptions options = Options();
+  options.fallback_servers = {old_pool.address()};
+  auto cache = Make(options);
+  EXPECT_THAT(cache->GetOrLoad(
+                  "k", [](std::string_view) -> absl::StatusOr<std::string> { return "loaded"; }),
+              IsOkAndHolds(std::string("loaded")));
+  EXPECT_EQ(cache->Stats().fallback_hits, 0u);
+  EXPECT_EQ(cache->Get("absent-too"), std::nullopt);
+  release.Notify();
+  loading_in_old_pool.join();
+  EXPECT_EQ((*Direct(server_.address())->Get("k"))->value, "loaded");
+}
+
 TEST_F(TieredCacheTest, CompareAndSwapAcrossReplicasAddsUpExactly) {
   auto a = Make(Options());
   auto b = Make(Options());
