@@ -428,7 +428,10 @@ class TieredCache::Impl {
       // it (and may win the refresh); otherwise a revalidation does.
       const bool refreshing = loader != nullptr && load.refresh_ahead > absl::ZeroDuration() &&
                               copy->expiry - clock_->Now() < load.refresh_ahead;
-      if (refreshing) return LoadThroughLease(key, *loader, options, load, &*copy);
+      // (Not from the old pool: a copy exists, so the key was in the new one.)
+      if (refreshing) {
+        return LoadThroughLease(key, *loader, options, load, &*copy, /*warm_up=*/false);
+      }
       std::optional<absl::StatusOr<std::string>> revalidated = Revalidate(key, *copy);
       if (revalidated.has_value()) return *std::move(revalidated);
       // Gone from L2 (deleted, expired or evicted there): a miss, but not one

@@ -44,8 +44,8 @@ int main() {
     TUTORIAL_CHECK(*cache->GetOrLoad(key, LoadProduct) == "product " + key);
   }
   // Every read was a hit in the old pool: the database was not queried, and
-  // the new pool now holds the data (copied with `add`, which never
-  // overwrites anything written to the new pool meanwhile).
+  // the new pool now holds the data (stored over the lease each miss took,
+  // so nothing written to the new pool meanwhile is overwritten).
   std::cout << "database queries: " << queries.load()
             << ", old-pool hits: " << cache->Stats().fallback_hits << "\n";
   TUTORIAL_CHECK(queries.load() == 0);

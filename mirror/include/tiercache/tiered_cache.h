@@ -23,7 +23,8 @@
 // it by CAS (`mg <key> c`, no value): unchanged, it is served and checked
 // again `max_staleness` later; changed, L2's value replaces it; gone, it is
 // dropped. So a write or delete that has reached memcached is seen by every
-// replica within `max_staleness` plus one round trip. docs/tiered.md gives
+// replica within `max_staleness` plus the revalidation's round trips (one
+// when nothing changed, two when something did). docs/tiered.md gives
 // the exact guarantee and its limits.
 //
 // Read-modify-write across replicas goes to L2, the shared truth: `GetItem`
@@ -31,14 +32,15 @@
 // still matches, `Increment`/`Decrement` are memcached's atomic counters.
 //
 // Outages: every L2 call has a deadline (`l2.op_timeout`). While memcached
-// is down L1 keeps serving (stale copies too: revalidation is skipped and
-// counted), `GetOrLoad` falls back to the loader, writes that cannot be
+// is down L1 keeps serving (stale copies too: their revalidation fails fast
+// and is counted in l2_errors), `GetOrLoad` falls back to the loader, writes that cannot be
 // replicated are counted in `Stats().mirror` and reported to `on_l2_error`,
 // and replication resumes by itself when memcached returns.
 //
 // Warm-up: with `fallback_servers` (an old pool), an L2 miss reads the old
-// pool; a hit fills L1 and is `add`ed to the primary pool, which never
-// overwrites newer data there.
+// pool; a hit fills L1 and is stored in the primary pool with `add` (Get) or
+// over this replica's lease stub (GetOrLoad), neither of which overwrites
+// newer data there.
 //
 // Thread-safe. Bad input (an empty or too-long key, a value over the limits)
 // is InvalidArgument naming the limit, and nothing is written to either tier.
@@ -149,13 +151,13 @@ class TieredCache {
   // otherwise; L1 keeps the value either way).
   absl::Status Set(std::string_view key, std::string_view value, WriteOptions options = {});
   // Removes the key from L1 and L2 and waits until memcached applied the
-  // delete. Not an error if the key was absent. On an error (L2 down, queue
-  // full, timeout) L1's copy is gone but other replicas and L2 may still hold
-  // the value: retry the delete.
+  // delete. Not an error if the key was absent. On an error (L2 down, a
+  // timeout while earlier writes drain) L1's copy is gone but other replicas
+  // and L2 may still hold the value: retry the delete.
   absl::Status Delete(std::string_view key);
 
   // L2's item (value, flags, CAS, expiry), for read-modify-write across
-  // replicas; fills L1. nullopt if L2 has no such key. An L2 failure is an
+  // replicas (L1 is left alone). nullopt if L2 has no such key. An L2 failure is an
   // error, not a stale L1 answer: a CAS needs L2's current CAS.
   absl::StatusOr<std::optional<Item>> GetItem(std::string_view key);
   // Stores in L2 only if its CAS is still `cas` (from GetItem), then in L1.
