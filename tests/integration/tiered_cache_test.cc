@@ -344,6 +344,41 @@ TEST_F(TieredCacheTest, ALeaseStubInTheOldPoolIsAMiss) {
   EXPECT_EQ((*Direct(server_.address())->Get("k"))->value, "loaded");
 }
 
+// Regression: a revalidation that found the key gone from L2 deleted the L1
+// entry unconditionally, and so also a value this replica had written while
+// the revalidation waited for memcached.
+TEST_F(TieredCacheTest, ARevalidationDoesNotDropAWriteMadeWhileItWaited) {
+  // Items over 1 KiB are refused by this memcached: b's second write stays in
+  // b's L1, and L2 says "gone" whichever request memcached serves first.
+  MemcachedServer small_items(
+      {.unix_socket = false, .extra_args = {"-I", "1k", "-o", "slab_chunk_max=1024"}});
+  TieredOptions options = Options(&clock_b_);
+  options.l2.servers = {small_items.address()};
+  options.l2.op_timeout = absl::Seconds(30);
+  auto b = Make(options);
+  auto direct = Direct(small_items.address());
+  ASSERT_TRUE(direct->Set("k", "v1").ok());
+  ASSERT_THAT(b->Get("k"), Optional(std::string("v1")));
+  ASSERT_TRUE(*direct->Delete("k"));   // gone from L2
+  clock_b_.Advance(absl::Seconds(1));  // b's copy is due for revalidation
+
+  small_items.Pause();  // the revalidation waits for memcached
+  std::optional<std::string> during = std::string("not run");
+  std::thread reader([&] { during = b->Get("k"); });
+  while (b->Stats().revalidations == 0) std::this_thread::yield();  // it has the old copy
+  const std::string v2(2000, '2');
+  ASSERT_TRUE(b->Set("k", v2).ok());  // queued; memcached will refuse it
+  small_items.Resume();
+  reader.join();
+  ASSERT_TRUE(b->Flush(absl::Seconds(30)).ok());
+  EXPECT_EQ(b->Stats().mirror.failed, 1u);
+  EXPECT_EQ(during, std::nullopt);  // the read began before the write
+  EXPECT_EQ(b->Stats().revalidated_gone, 1u);
+  const std::optional<std::string> after = b->Get("k");
+  ASSERT_TRUE(after.has_value()) << "the revalidation dropped the newer write";
+  EXPECT_TRUE(*after == v2);
+}
+
 TEST_F(TieredCacheTest, CompareAndSwapAcrossReplicasAddsUpExactly) {
   auto a = Make(Options());
   auto b = Make(Options());
