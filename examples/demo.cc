@@ -174,7 +174,7 @@ std::vector<FlagSpec> Specs(Flags& f) {
       {"zipf", nullptr, &f.zipf, nullptr, "skew of key popularity (0: uniform)"},
       {"seed", &f.seed, nullptr, nullptr, "random seed"},
       {"memcached", nullptr, nullptr, &f.memcached,
-       "HOST:PORT of a memcached to use (default: start a private one)"},
+       "HOST:PORT of a memcached to use instead of a private one"},
       {"chart", nullptr, nullptr, &f.chart, "where to write the SVG chart"},
       {"role", nullptr, nullptr, &f.role, ""},
       {"mode", nullptr, nullptr, &f.mode, ""},
@@ -240,6 +240,13 @@ bool ParseFlags(int argc, char** argv, Flags* flags, int* exit_code) {
   if (flags->replicas < 1 || flags->threads < 1 || flags->keys < 1 || flags->duration <= 0) {
     absl::FPrintF(stderr,
                   "tiercache-demo: --replicas, --threads, --keys and --duration must be > 0\n");
+    return false;
+  }
+  if (flags->replicas > 64 || flags->threads > 256 || flags->keys > 10000000 ||
+      flags->duration > 3600 || flags->latency_ms > 10000) {
+    absl::FPrintF(stderr,
+                  "tiercache-demo: at most --replicas=64, --threads=256, --keys=10000000, "
+                  "--duration=3600 and --latency-ms=10000\n");
     return false;
   }
   if (flags->l1_items == 0) flags->l1_items = std::max<int64_t>(1, flags->keys / 10);
