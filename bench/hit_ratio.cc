@@ -12,8 +12,6 @@
 // Usage: hit_ratio [--json=PATH]   (prints a table; exits 1 on a mismatch
 // with the reference table)
 
-#include <zlib.h>
-
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -22,11 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
+#include "lirs_traces.h"
 #include "tiercache/cache.h"
 
 namespace {
@@ -36,62 +31,10 @@ const std::vector<std::string> kTraces = {"lirs-2_pools", "lirs-cs",     "lirs-g
                                           "lirs-multi3",  "lirs-ps",     "lirs-sprite"};
 const std::vector<size_t> kCapacities = {25,   50,   100,  200,  350,  500,  750,
                                          1000, 1500, 2000, 3000, 4000, 6000, 8000};
-const std::vector<size_t> kReferenceCapacities = {100, 500, 1000, 2000};
-
-std::vector<std::string> ReadTrace(const std::string& name) {
-  const std::string path = absl::StrFormat("%s/%s.trace.gz", TIERCACHE_TRACES_DIR, name);
-  std::vector<std::string> keys;
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) return keys;
-  char line[256];
-  while (gzgets(file, line, sizeof(line)) != nullptr) {
-    std::string key(line);
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
-      key.pop_back();
-    }
-    if (!key.empty()) keys.push_back(std::move(key));
-  }
-  gzclose(file);
-  return keys;
-}
-
-// trace -> exact-LRU hit ratio (percent) at kReferenceCapacities.
-std::map<std::string, std::vector<double>> ReadReference() {
-  std::ifstream readme(absl::StrFormat("%s/README.md", TIERCACHE_TRACES_DIR));
-  std::map<std::string, std::vector<double>> table;
-  std::string line;
-  while (std::getline(readme, line)) {
-    if (!absl::StartsWith(line, "| lirs-")) continue;
-    std::vector<std::string> cells = absl::StrSplit(line, '|', absl::SkipWhitespace());
-    for (std::string& cell : cells) absl::StripAsciiWhitespace(&cell);
-    if (cells.size() != 7) continue;
-    std::vector<double> ratios;
-    for (size_t i = 3; i < 7; ++i) {
-      double value = 0;
-      if (absl::SimpleAtod(cells[i], &value)) ratios.push_back(value);
-    }
-    table[cells[0]] = ratios;
-  }
-  return table;
-}
-
-double HitRatio(const std::vector<std::string>& trace, size_t capacity, size_t stripes) {
-  tiercache::CacheOptions options;
-  options.max_bytes = size_t{1} << 30;
-  options.max_items = capacity;
-  options.stripes = stripes;
-  auto cache = *tiercache::Cache::Create(options);
-  size_t hits = 0;
-  std::string value;
-  for (const std::string& key : trace) {
-    if (cache->Get(key, &value)) {
-      ++hits;
-    } else {
-      (void)cache->Set(key, "v");
-    }
-  }
-  return 100.0 * static_cast<double>(hits) / static_cast<double>(trace.size());
-}
+using tiercache::testing::kReferenceCapacities;
+using tiercache::testing::ReadReferenceTable;
+using tiercache::testing::ReadTrace;
+using tiercache::testing::ReplayHitRatio;
 
 std::string JsonList(const std::vector<double>& values) {
   std::string out = "[";
@@ -114,7 +57,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const std::map<std::string, std::vector<double>> reference = ReadReference();
+  const std::map<std::string, std::vector<double>> reference = ReadReferenceTable();
   bool mismatch = false;
   std::string json = "{\n  \"program\": \"hit_ratio\",\n  \"capacities\": [";
   for (size_t i = 0; i < kCapacities.size(); ++i) {
@@ -137,7 +80,8 @@ int main(int argc, char** argv) {
       std::vector<double>& curve = curves[label];
       for (size_t capacity : kCapacities) {
         // 64 stripes need at least one item each.
-        curve.push_back(capacity < stripes ? std::nan("") : HitRatio(trace, capacity, stripes));
+        curve.push_back(capacity < stripes ? std::nan("")
+                                           : ReplayHitRatio(trace, capacity, stripes));
       }
       std::printf("%-13s %-10s", name.c_str(), label.c_str());
       for (double v : curve) std::printf(" %6.2f", v);

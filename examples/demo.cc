@@ -65,47 +65,23 @@ using SteadyClock = std::chrono::steady_clock;
 enum class Mode { kNone, kL1, kL2, kTiered };
 constexpr std::array<Mode, 4> kModes = {Mode::kNone, Mode::kL1, Mode::kL2, Mode::kTiered};
 
-std::string_view ModeName(Mode mode) {
-  switch (mode) {
-    case Mode::kNone:
-      return "none";
-    case Mode::kL1:
-      return "l1";
-    case Mode::kL2:
-      return "l2";
-    case Mode::kTiered:
-      return "l1+l2";
-  }
-  return "?";
+// How each mode is named: on the command line (--mode), in the table, and
+// under the chart's bars.
+struct ModeNames {
+  std::string_view flag, title, label;
+};
+const ModeNames& NamesOf(Mode mode) {
+  static constexpr std::array<ModeNames, 4> kNames = {{
+      {"none", "no cache", "no cache"},
+      {"l1", "L1 only", "L1 only"},
+      {"l2", "L2 only (memcached)", "L2 only"},
+      {"l1+l2", "L1 + L2 (tiercache)", "L1 + L2"},
+  }};
+  return kNames[static_cast<size_t>(mode)];
 }
-
-std::string_view ModeTitle(Mode mode) {
-  switch (mode) {
-    case Mode::kNone:
-      return "no cache";
-    case Mode::kL1:
-      return "L1 only";
-    case Mode::kL2:
-      return "L2 only (memcached)";
-    case Mode::kTiered:
-      return "L1 + L2 (tiercache)";
-  }
-  return "?";
-}
-
-std::string_view ModeShort(Mode mode) {
-  switch (mode) {
-    case Mode::kNone:
-      return "no cache";
-    case Mode::kL1:
-      return "L1 only";
-    case Mode::kL2:
-      return "L2 only";
-    case Mode::kTiered:
-      return "L1 + L2";
-  }
-  return "?";
-}
+std::string_view ModeName(Mode mode) { return NamesOf(mode).flag; }
+std::string_view ModeTitle(Mode mode) { return NamesOf(mode).title; }
+std::string_view ModeShort(Mode mode) { return NamesOf(mode).label; }
 
 // A latency for people: microseconds below a millisecond.
 std::string LatencyText(double ms) {
