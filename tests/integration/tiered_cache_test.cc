@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "event.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
@@ -26,24 +27,7 @@ using testing::IsOkAndHolds;
 using testing::MemcachedServer;
 using ::testing::Optional;
 
-// A one-shot event on std primitives (TSan sees them).
-class Event {
- public:
-  void Notify() {
-    std::lock_guard<std::mutex> hold(mu_);
-    done_ = true;
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> hold(mu_);
-    cv_.wait(hold, [&] { return done_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-};
+using testing::Event;
 
 class TieredCacheTest : public ::testing::Test {
  protected:

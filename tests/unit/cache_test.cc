@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "event.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "status_matchers.h"
@@ -23,31 +24,7 @@ using ::testing::Optional;
 
 using ::tiercache::testing::IsOkAndHolds;
 
-// A one-shot event on std primitives: Debian's abseil is not instrumented, so
-// ThreadSanitizer would not see Event's happens-before edge.
-class Event {
- public:
-  void Notify() {
-    {
-      std::lock_guard<std::mutex> hold(mu_);
-      notified_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool HasBeenNotified() {
-    std::lock_guard<std::mutex> hold(mu_);
-    return notified_;
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> hold(mu_);
-    cv_.wait(hold, [this] { return notified_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool notified_ = false;
-};
+using testing::Event;
 
 // Records every removal, as leveldb's cache tests record deletions.
 struct RemovalLog {
