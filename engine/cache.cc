@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "entry.h"
 #include "single_flight.h"
@@ -115,6 +116,48 @@ absl::Status ValidateOptions(const CacheOptions& o) {
     }
   }
   return absl::OkStatus();
+}
+
+// memcached's safe_strtoull (util.c), as its do_add_delta applies it to an
+// item's data: strtoull(base 10) over the value and the "\r\n" after it,
+// accepted when a digit was read, there was no overflow (ERANGE), the next
+// byte is whitespace or NUL, and a result negative as int64_t had no '-'.
+// Emulated exactly because a value shared with memcached (TieredCache's L2)
+// must count the same in both tiers, and not by calling strtoull because the
+// value is not NUL-terminated and may hold NUL bytes. Hence: C-locale
+// whitespace, one optional sign, any number of digits, then whitespace, NUL
+// or the end. strtoull negates after reading, so "-0" is 0 and
+// "-18446744073709551615" is 1, both accepted as memcached does.
+// Where memcached's answer depends on more than the value, this one does not:
+// whitespace alone is not a number here, while memcached's strtoull reads on
+// past the "\r\n" into whatever bytes follow the item in its slab; and
+// memcached rejects a value too large for one slab chunk (512 KiB by default).
+bool MemcachedSafeStrtoull(std::string_view text, uint64_t* out) {
+  const auto is_space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+  };
+  size_t i = 0;
+  while (i < text.size() && is_space(text[i])) ++i;
+  bool negative = false;
+  if (i < text.size() && (text[i] == '+' || text[i] == '-')) {
+    negative = text[i] == '-';
+    ++i;
+  }
+  const size_t digits_begin = i;
+  uint64_t magnitude = 0;
+  bool overflow = false;
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    const uint64_t digit = text[i] - '0';
+    if (magnitude > (kMax - digit) / 10) overflow = true;  // strtoull reads on, then ERANGE
+    magnitude = magnitude * 10 + digit;
+  }
+  if (i == digits_begin || overflow) return false;
+  if (i < text.size() && !is_space(text[i]) && text[i] != '\0') return false;
+  const uint64_t value = negative ? 0 - magnitude : magnitude;
+  if (negative && static_cast<int64_t>(value) < 0) return false;
+  *out = value;
+  return true;
 }
 
 }  // namespace
@@ -402,19 +445,19 @@ absl::StatusOr<uint64_t> Cache::AddToNumber(std::string_view key, uint64_t delta
   absl::Status status = StripeFor(hash).Mutate(
       key, hash, now_ns,
       [&](const Entry& old, std::string* value) -> absl::Status {
-        std::string_view text = old.value();
-        const char* end = text.data() + text.size();
-        auto [parsed_end, ec] = std::from_chars(text.data(), end, number);
-        if (text.empty() || text.size() > 20 || ec != std::errc() || parsed_end != end) {
+        if (!MemcachedSafeStrtoull(old.value(), &number)) {
           return absl::FailedPreconditionError(absl::StrFormat(
-              "cannot %s key '%s': its value is not an unsigned 64-bit decimal number",
-              increment ? "increment" : "decrement", std::string(key)));
+              "cannot %s key '%s': its value is not a number memcached would accept",
+              increment ? "increment" : "decrement", absl::CEscape(std::string(key))));
         }
         if (increment) {
           number += delta;  // wraps at 2^64, as memcached does
         } else {
           number = delta > number ? 0 : number - delta;  // stops at 0
         }
+        // The plain number, where memcached pads a shorter result with spaces
+        // to the old length when it rewrites the item in place ("10" - 1
+        // stores "9 "). Both read back as the same number.
         char digits[20];
         const auto [digits_end, unused] = std::to_chars(digits, digits + sizeof(digits), number);
         value->assign(digits, digits_end);

@@ -181,9 +181,18 @@ class Cache {
   // Sets a new TTL (> 0, or InfiniteDuration). False if the key is missing.
   bool Touch(std::string_view key, absl::Duration ttl);
 
-  // memcached semantics: the value is an unsigned decimal of at most 20
-  // digits; increment wraps at 2^64, decrement stops at 0. NotFound when the
-  // key is missing, FailedPrecondition when the value is not such a number.
+  // memcached 1.6 semantics. A value is a number when memcached would read it
+  // as one: optional leading whitespace (C locale: space, \t \n \v \f \r),
+  // one optional '+' or '-', one or more decimal digits (leading zeros
+  // allowed), then whitespace, a NUL byte or the end of the value; anything
+  // after that is ignored. A number that does not fit in 64 bits is not a
+  // number. A sign applies modulo 2^64 and a result negative as int64_t is
+  // refused: "-0" is 0, "-18446744073709551615" is 1, "-5" is not a number.
+  // Increment wraps at 2^64, decrement stops at 0, and the result is stored
+  // as the plain decimal number with the entry's flags and expiry kept
+  // (memcached pads a result shorter than the old value with spaces: see
+  // docs/design.md). NotFound when the key is missing, FailedPrecondition
+  // when the value is not a number; the value is then unchanged.
   absl::StatusOr<uint64_t> Increment(std::string_view key, uint64_t delta);
   absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
 
