@@ -18,6 +18,7 @@
 namespace tiercache {
 
 using mirror_internal::Connection;
+using mirror_internal::RequestBatch;
 using mirror_internal::Response;
 using mirror_internal::WireKey;
 
@@ -56,22 +57,18 @@ class MemcachedClient::Impl {
   Server& ServerFor(std::string_view user_key) { return *servers_[ServerIndexFor(user_key)]; }
   absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
 
-  // One request, one response.
-  absl::StatusOr<Response> RoundTrip(std::string_view user_key, const std::string& request) {
-    absl::StatusOr<std::vector<Response>> responses =
-        ServerFor(user_key).Pick().Call(request, 1, Deadline());
-    if (!responses.ok()) return responses.status();
-    return std::move(responses->front());
-  }
-
-  // One request for `key`, written by `encode(wire_key, &bytes)`, one response.
+  // One request for `key`, added to a batch by `encode(wire_key, &batch)`, and
+  // the response that provably answers it.
   template <typename EncodeFn>
   absl::StatusOr<Response> Exchange(std::string_view key, EncodeFn&& encode) {
     absl::StatusOr<WireKey> wire = Key(key);
     if (!wire.ok()) return wire.status();
-    std::string request;
-    if (absl::Status s = encode(*wire, &request); !s.ok()) return s;
-    return RoundTrip(key, request);
+    Connection& connection = ServerFor(key).Pick();
+    mirror_internal::RequestBatch batch(connection.ReserveOpaque(1));
+    if (absl::Status s = encode(*wire, &batch); !s.ok()) return s;
+    absl::StatusOr<std::vector<Response>> responses = connection.Call(std::move(batch), Deadline());
+    if (!responses.ok()) return responses.status();
+    return std::move(responses->front());
   }
 
   absl::Status CheckValue(const WireKey& key, size_t value_size) const {

@@ -170,8 +170,11 @@ absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex
       // Idle: if the server closed its end (a restart), replace the socket
       // now rather than lose the next request to it.
       char byte;
+      // Bytes on it, with nothing outstanding, answer nothing we asked: the
+      // stream is not ours any more, and none of it may be read as the
+      // answer to the request about to be sent.
       const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         ::close(fd_);
         fd_ = -1;
         ++generation_;
@@ -259,34 +262,57 @@ void Connection::DispatchLocked() {
     absl::StatusOr<std::optional<Response>> next = parser_.Next();
     if (!next.ok()) {
       ResetLocked(absl::DataLossError(absl::StrFormat("%s sent a malformed response: %s",
-                                                      Describe(), next.status().message())));
+                                                      Describe(), next.status().message())),
+                  Retry::kAtOnce);
       return;
     }
     if (!next->has_value()) return;
     Response& response = **next;
     if (pending_.empty()) {
-      ResetLocked(
-          absl::DataLossError(absl::StrFormat("%s sent a response nobody asked for", Describe())));
+      ResetLocked(absl::DataLossError(absl::StrFormat(
+                      "%s sent a response nobody asked for; the connection is closed", Describe())),
+                  Retry::kAtOnce);
       return;
     }
     Exchange& exchange = *pending_.front();
-    if (exchange.expected == 0 && response.code == Response::Code::kNoop) {
-      CompleteFrontLocked(absl::OkStatus());
-      continue;
+    absl::StatusOr<RequestBatch::Progress> progress = exchange.batch.Match(&response);
+    if (!progress.ok()) {
+      ResetLocked(absl::DataLossError(absl::StrFormat("%s: %s; the connection is closed",
+                                                      Describe(), progress.status().message())),
+                  Retry::kAtOnce);
+      return;
     }
-    exchange.responses.push_back(std::move(response));
-    if (exchange.expected != 0 && exchange.responses.size() == exchange.expected) {
-      CompleteFrontLocked(absl::OkStatus());
+    const bool out_of_step =
+        (response.code == Response::Code::kError || response.code == Response::Code::kClientError ||
+         response.code == Response::Code::kServerError) &&
+        !IsInStepError(response);
+    std::string error_line;
+    if (out_of_step) error_line = response.message;
+    if (response.code != Response::Code::kNoop) exchange.responses.push_back(std::move(response));
+    if (*progress == RequestBatch::Progress::kComplete) CompleteFrontLocked(absl::OkStatus());
+    if (out_of_step) {
+      // That request has its answer; what follows it cannot be trusted.
+      ResetLocked(absl::DataLossError(absl::StrFormat(
+                      "%s answered an error (%s) that shows it did not read a request as sent; "
+                      "the connection is closed",
+                      Describe(), error_line)),
+                  Retry::kAtOnce);
+      return;
     }
   }
 }
 
-void Connection::ResetLocked(absl::Status why) {
+void Connection::ResetLocked(absl::Status why, Retry retry) {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   ++generation_;
   parser_.Reset();
   while (!pending_.empty()) CompleteFrontLocked(why);
+  if (retry == Retry::kAtOnce) {
+    next_attempt_ = absl::InfinitePast();
+    changed_.notify_all();
+    return;
+  }
   // Back off before the next attempt: +-50% jitter so that many clients do
   // not reconnect in step.
   std::uniform_real_distribution<double> spread(0.5, 1.5);
@@ -296,25 +322,23 @@ void Connection::ResetLocked(absl::Status why) {
   changed_.notify_all();
 }
 
-absl::StatusOr<std::vector<Response>> Connection::Call(std::string_view request, size_t expected,
-                                                       absl::Time deadline) {
-  absl::StatusOr<Ticket> ticket = Send(request, expected, deadline);
+absl::StatusOr<std::vector<Response>> Connection::Call(RequestBatch batch, absl::Time deadline) {
+  absl::StatusOr<Ticket> ticket = Send(std::move(batch), deadline);
   if (!ticket.ok()) return ticket.status();
   return Wait(*ticket, deadline);
 }
 
-absl::StatusOr<Connection::Ticket> Connection::Send(std::string_view request, size_t expected,
-                                                    absl::Time deadline) {
+absl::StatusOr<Connection::Ticket> Connection::Send(RequestBatch batch, absl::Time deadline) {
   std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
   if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
     return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
   }
   if (absl::Status s = EnsureConnectedLocked(lock, deadline); !s.ok()) return s;
   auto exchange = std::make_shared<Exchange>();
-  exchange->expected = expected;
+  exchange->batch = std::move(batch);
   exchange->sent = absl::Now();
   pending_.push_back(exchange);
-  if (absl::Status s = SendLocked(request, deadline); !s.ok()) return s;
+  if (absl::Status s = SendLocked(exchange->batch.bytes(), deadline); !s.ok()) return s;
   return exchange;
 }
 

@@ -3,7 +3,13 @@
 // Requests are pipelined: a caller appends its request bytes to the socket
 // and its exchange to `pending_`, in the same order, under the lock; memcached
 // answers in order, so the responses at the head of the stream belong to the
-// exchange at the head of `pending_`.
+// exchange at the head of `pending_` — if the server behaves. Nothing is
+// taken on trust: every response is handed to the head exchange's
+// RequestBatch::Match, which checks the opaque token (unique on this
+// connection), the key echoed and the kind of answer. The first response that
+// does not match is a desync: every pending exchange fails with DataLoss
+// naming the server and the mismatch, the socket is closed and never read
+// again, and the next call connects afresh.
 //
 // There is no I/O thread. A caller waiting for its answer becomes the reader
 // if no other thread is reading: it receives, parses and hands responses to
@@ -18,8 +24,12 @@
 //   - while backing off, calls fail at once (Unavailable) instead of waiting;
 //   - a reader that sees no byte for op_timeout while the oldest request is
 //     overdue declares the server unresponsive and resets;
-//   - an idle socket that the server has closed (a restart) is noticed and
-//     replaced before a request is sent on it;
+//   - an idle socket that the server has closed (a restart), or on which it
+//     sent bytes nobody asked for, is noticed and replaced before a request
+//     is sent on it;
+//   - an error line that shows the server did not read a request as it was
+//     framed (see IsInStepError) is that request's answer, and then resets
+//     the connection like a desync;
 //   - no caller waits past its deadline: the lock itself is a timed mutex,
 //     and a caller that gives up leaves its exchange to be answered and
 //     dropped, keeping the stream in step.
@@ -27,6 +37,7 @@
 #ifndef TIERCACHE_MIRROR_CONNECTION_H_
 #define TIERCACHE_MIRROR_CONNECTION_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -64,7 +75,7 @@ struct ConnectionOptions {
 class Connection {
  public:
   struct Exchange {
-    size_t expected;
+    RequestBatch batch;  // what was sent, and the rules its answers must meet
     absl::Time sent;
     std::vector<Response> responses;
     absl::Status status;
@@ -78,19 +89,22 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Sends `request` (one or more encoded requests) and returns the responses
-  // they produce: exactly `expected` of them, or — with `expected` 0 — every
-  // response up to the MN that must end `request`, without the MN.
-  // DeadlineExceeded at `deadline`; Unavailable when the server is down or
-  // the connection broke; DataLoss when its answer was malformed.
-  absl::StatusOr<std::vector<Response>> Call(std::string_view request, size_t expected,
-                                             absl::Time deadline);
+  // `n` opaque tokens for a RequestBatch to be sent on this connection:
+  // never handed out twice, so a token names one request.
+  uint64_t ReserveOpaque(size_t n) { return next_opaque_.fetch_add(n, std::memory_order_relaxed); }
+
+  // Sends `batch` and returns the responses that answer it, in stream order,
+  // each with its `request` index (without a final MN). DeadlineExceeded at
+  // `deadline`; Unavailable when the server is down or the connection broke;
+  // DataLoss when a response was malformed or did not answer its request.
+  // REQUIRES: batch's tokens were reserved on this connection.
+  absl::StatusOr<std::vector<Response>> Call(RequestBatch batch, absl::Time deadline);
 
   // Call in two halves, so that one thread can have several requests in
   // flight on the connection: Send puts the request on the wire (in order with
   // every other Send and Call) and returns at once; Wait collects its answer.
   using Ticket = std::shared_ptr<Exchange>;
-  absl::StatusOr<Ticket> Send(std::string_view request, size_t expected, absl::Time deadline);
+  absl::StatusOr<Ticket> Send(RequestBatch batch, absl::Time deadline);
   absl::StatusOr<std::vector<Response>> Wait(const Ticket& ticket, absl::Time deadline);
 
   const Endpoint& endpoint() const { return endpoint_; }
@@ -103,8 +117,11 @@ class Connection {
   // REQUIRES: lock held, and this thread holds the reader role.
   void DispatchLocked();
   // REQUIRES: lock held. Fails every pending exchange with `why`, closes the
-  // socket and schedules the next reconnect attempt.
-  void ResetLocked(absl::Status why);
+  // socket and schedules the next reconnect attempt: after a backoff when the
+  // server failed, at once after a desync (the server is there; only this
+  // stream is lost).
+  enum class Retry { kAfterBackoff, kAtOnce };
+  void ResetLocked(absl::Status why, Retry retry = Retry::kAfterBackoff);
   void CompleteFrontLocked(absl::Status status);
   // REQUIRES: lock held. If nobody reads, wakes one caller still waiting so
   // that it becomes the reader.
@@ -124,6 +141,7 @@ class Connection {
   std::deque<std::shared_ptr<Exchange>> pending_;
   ResponseParser parser_;
   std::string read_buffer_;  // used by the reader only, outside the lock
+  std::atomic<uint64_t> next_opaque_{1};
   // Reconnect schedule while down.
   absl::Time next_attempt_ = absl::InfinitePast();
   absl::Duration backoff_;

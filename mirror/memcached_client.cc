@@ -104,8 +104,8 @@ MemcachedClient::MemcachedClient(MemcachedOptions options, std::unique_ptr<Impl>
 MemcachedClient::~MemcachedClient() = default;
 
 absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
-  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, std::string* out) {
-    mirror_internal::EncodeGet(wire, {}, {}, out);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, RequestBatch* batch) {
+    batch->Get(wire, {});
     return absl::OkStatus();
   });
   if (!r.ok()) return r.status();
@@ -125,9 +125,12 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   // awaited: memcached serves each connection on its own worker thread, and
   // it spends more per key on a meta get than the client does.
   // Parts: per server, and a long list split over that server's connections.
+  // Each part's tokens are reserved on its connection; `keys_of` maps a
+  // request of the part back to its key.
   struct Part {
     Connection* connection;
-    std::string request;
+    std::vector<size_t> keys_of;
+    RequestBatch batch;
   };
   std::vector<Part> parts;
   std::vector<std::vector<size_t>> by_server(impl_->servers_.size());
@@ -144,47 +147,50 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
     size_t first = 0;
     while (server.connections[first].get() != mine) ++first;
     for (size_t p = 0; p < count; ++p) {
-      parts.push_back({server.connections[(first + p) % server.connections.size()].get(), {}});
+      Connection* connection = server.connections[(first + p) % server.connections.size()].get();
+      // Key j goes to part j * count / n: part p gets ceil((p+1)n/count) - ceil(pn/count).
+      const auto ceil_div = [count](size_t x) { return (x + count - 1) / count; };
+      const size_t size = ceil_div((p + 1) * indexes.size()) - ceil_div(p * indexes.size());
+      parts.push_back({connection, {}, RequestBatch(connection->ReserveOpaque(size))});
+      parts.back().keys_of.reserve(size);
     }
     for (size_t j = 0; j < indexes.size(); ++j) {
       const size_t i = indexes[j];
       absl::StatusOr<WireKey> wire = impl_->Key(keys[i]);
       if (!wire.ok()) return wire.status();
-      mirror_internal::EncodeGet(*wire, {}, {static_cast<uint32_t>(i), /*quiet=*/true},
-                                 &parts[first_part + j * count / indexes.size()].request);
+      Part& part = parts[first_part + j * count / indexes.size()];
+      part.batch.Get(*wire, {}, /*quiet=*/true);
+      part.keys_of.push_back(i);
     }
   }
   const absl::Time deadline = impl_->Deadline();
-  std::vector<std::pair<Connection*, Connection::Ticket>> sent;
+  std::vector<std::pair<Part*, Connection::Ticket>> sent;
   absl::Status status;
   for (Part& part : parts) {
     if (!status.ok()) break;
-    mirror_internal::EncodeNoop(&part.request);
-    absl::StatusOr<Connection::Ticket> ticket = part.connection->Send(part.request, 0, deadline);
+    part.batch.EndWithNoop();
+    absl::StatusOr<Connection::Ticket> ticket =
+        part.connection->Send(std::move(part.batch), deadline);
     if (ticket.ok()) {
-      sent.emplace_back(part.connection, *std::move(ticket));
+      sent.emplace_back(&part, *std::move(ticket));
     } else {
       status = ticket.status();
     }
   }
   // Every part sent is awaited, even after a failure, so that no answer is
   // left unread on a connection.
-  for (auto& [connection, ticket] : sent) {
-    absl::StatusOr<std::vector<Response>> responses = connection->Wait(ticket, deadline);
+  for (auto& [part, ticket] : sent) {
+    absl::StatusOr<std::vector<Response>> responses = part->connection->Wait(ticket, deadline);
     if (!responses.ok()) {
       if (status.ok()) status = responses.status();
       continue;
     }
     for (Response& r : *responses) {
-      if (r.code != Code::kValue) {
+      if (r.code != Code::kValue) {  // an error line: it fails the whole call
         if (status.ok()) status = UnexpectedResponse(r, "get_many");
         continue;
       }
-      if (!r.opaque.has_value() || *r.opaque >= keys.size()) {
-        if (status.ok()) status = absl::DataLossError("get_many: a hit came back untagged");
-        continue;
-      }
-      const std::string_view key = keys[*r.opaque];
+      const std::string_view key = keys[part->keys_of[r.request]];
       found.insert_or_assign(absl::string_view(key.data(), key.size()), ToItem(r));
     }
   }
@@ -212,7 +218,7 @@ StoreResult ToStoreResult(Code code) {
 absl::StatusOr<StoreResult> MemcachedClient::Store(std::string_view key, std::string_view value,
                                                    const WriteOptions& options, int mode,
                                                    std::optional<uint64_t> cas) {
-  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
     if (absl::Status s = impl_->CheckValue(wire, value.size()); !s.ok()) return s;
     absl::StatusOr<int64_t> ttl =
         mirror_internal::EncodeTtl(options.ttl.value_or(options_.default_ttl), absl::Now());
@@ -223,7 +229,7 @@ absl::StatusOr<StoreResult> MemcachedClient::Store(std::string_view key, std::st
     set.ttl = *ttl;
     set.mode = static_cast<mirror_internal::StoreMode>(mode);
     set.compare_cas = cas;
-    mirror_internal::EncodeSet(wire, set, {}, out);
+    batch->Set(wire, set);
     return absl::OkStatus();
   });
   if (!r.ok()) return r.status();
@@ -269,8 +275,8 @@ absl::StatusOr<StoreResult> MemcachedClient::CompareAndSwap(std::string_view key
 }
 
 absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
-  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, std::string* out) {
-    mirror_internal::EncodeDelete(wire, {}, {}, out);
+  absl::StatusOr<Response> r = impl_->Exchange(key, [](const WireKey& wire, RequestBatch* batch) {
+    batch->Delete(wire, {});
     return absl::OkStatus();
   });
   if (!r.ok()) return r.status();
@@ -280,13 +286,13 @@ absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) {
 }
 
 absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration ttl) {
-  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
     absl::StatusOr<int64_t> token = mirror_internal::EncodeTtl(ttl, absl::Now());
     if (!token.ok()) return token.status();
     mirror_internal::GetRequest get;
     get.value = false;
     get.touch_ttl = *token;
-    mirror_internal::EncodeGet(wire, get, {}, out);
+    batch->Get(wire, get);
     return absl::OkStatus();
   });
   if (!r.ok()) return r.status();
@@ -297,11 +303,11 @@ absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration
 
 absl::StatusOr<uint64_t> MemcachedClient::AddToCounter(std::string_view key, uint64_t delta,
                                                        bool increment) {
-  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, std::string* out) {
+  absl::StatusOr<Response> r = impl_->Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
     mirror_internal::ArithmeticRequest arithmetic;
     arithmetic.increment = increment;
     arithmetic.delta = delta;
-    mirror_internal::EncodeArithmetic(wire, arithmetic, {}, out);
+    batch->Arithmetic(wire, arithmetic);
     return absl::OkStatus();
   });
   if (!r.ok()) return r.status();

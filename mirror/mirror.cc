@@ -80,28 +80,34 @@ class Mirror::Impl {
     }
     // Encoded straight into the batch being filled for the key's server: no
     // per-write object, and the sender only puts whole batches on the wire.
-    std::deque<Batch>& queue = queues_[client.ServerIndexFor(write.key)];
-    if (queue.empty() || queue.back().count == options_.max_batch) queue.emplace_back();
+    const size_t server = client.ServerIndexFor(write.key);
+    std::deque<Batch>& queue = queues_[server];
+    if (queue.empty() || queue.back().count == options_.max_batch) {
+      // A batch goes to its server's first connection (see SendBatch): its
+      // tokens are reserved there, for as many writes as it can hold.
+      queue.emplace_back();
+      queue.back().requests = mirror_internal::RequestBatch(
+          client.servers_[server]->connections.front()->ReserveOpaque(options_.max_batch));
+    }
     Batch& batch = queue.back();
-    const mirror_internal::RequestTag tag{static_cast<uint32_t>(batch.count), /*quiet=*/true};
-    const size_t before = batch.bytes.size();
+    const size_t before = batch.requests.bytes().size();
     switch (write.kind) {
       case Write::Kind::kValue: {
         mirror_internal::SetRequest set;
         set.value = write.value;
         set.client_flags = write.flags;
         set.ttl = *ttl_token;
-        mirror_internal::EncodeSet(*key, set, tag, &batch.bytes);
+        batch.requests.Set(*key, set, /*quiet=*/true);
         break;
       }
       case Write::Kind::kDelete:
-        mirror_internal::EncodeDelete(*key, {}, tag, &batch.bytes);
+        batch.requests.Delete(*key, {}, /*quiet=*/true);
         break;
       case Write::Kind::kTouch: {
         mirror_internal::GetRequest touch;
         touch.value = false;
         touch.touch_ttl = *ttl_token;
-        mirror_internal::EncodeGet(*key, touch, tag, &batch.bytes);
+        batch.requests.Get(*key, touch, /*quiet=*/true);
         break;
       }
     }
@@ -109,7 +115,7 @@ class Mirror::Impl {
     batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
     ++batch.count;
     queued_writes_ += 1;
-    queued_bytes_ += batch.bytes.size() - before;
+    queued_bytes_ += batch.requests.bytes().size() - before;
     batch.sequence.push_back(accepted_.fetch_add(1) + 1);
     finished_flags_.push_back(false);
     const bool wake = sender_idle_;
@@ -146,10 +152,9 @@ class Mirror::Impl {
   }
 
  private:
-  // Quiet requests tagged 0..count-1, and the keys they were for (to report
-  // failures by key).
+  // Quiet requests, and the keys they were for (to report failures by key).
   struct Batch {
-    std::string bytes;
+    mirror_internal::RequestBatch requests;  // sent (and moved to the connection) by SendBatch
     size_t count = 0;
     std::string keys;                // the user keys, end to end
     std::vector<uint32_t> key_ends;  // where each ends in `keys`
@@ -204,11 +209,11 @@ class Mirror::Impl {
   InFlight SendBatch(Batch batch, size_t server) {
     InFlight in_flight;
     in_flight.batch = std::move(batch);
-    mirror_internal::EncodeNoop(&in_flight.batch.bytes);
+    in_flight.batch.requests.EndWithNoop();
     MemcachedClient::Impl& client = l2_->impl();
     in_flight.connection = client.servers_[server]->connections.front().get();
     absl::StatusOr<Connection::Ticket> ticket =
-        in_flight.connection->Send(in_flight.batch.bytes, 0, client.Deadline());
+        in_flight.connection->Send(std::move(in_flight.batch.requests), client.Deadline());
     if (ticket.ok()) {
       in_flight.ticket = *std::move(ticket);
     } else {
@@ -231,11 +236,11 @@ class Mirror::Impl {
       } else {
         for (const Response& r : *responses) {
           using Code = Response::Code;
-          // A quiet delete of a missing key, or a quiet touch of one, is fine.
-          if (r.code == Code::kHit || r.code == Code::kNotFound || r.code == Code::kMiss) continue;
-          if (r.opaque.has_value() && *r.opaque < batch.count) {
-            failed[*r.opaque] = true;
-            Report(batch.Key(*r.opaque), absl::InternalError(absl::StrFormat(
+          // A quiet delete of a missing key is fine, and so is a touch's hit.
+          if (r.code == Code::kHit || r.code == Code::kNotFound) continue;
+          if (r.request != Response::kUntagged) {
+            failed[r.request] = true;
+            Report(batch.Key(r.request), absl::InternalError(absl::StrFormat(
                                              "memcached refused the write (%s)",
                                              r.message.empty() ? "not stored" : r.message)));
           } else {
@@ -294,7 +299,7 @@ class Mirror::Impl {
           next = std::move(queues_[server].front());
           queues_[server].pop_front();
           queued_writes_ -= next->count;
-          queued_bytes_ -= next->bytes.size();
+          queued_bytes_ -= next->requests.bytes().size();
         }
       }
       if (!next.has_value()) {  // nothing new to send: collect the oldest answer

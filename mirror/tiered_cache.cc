@@ -374,8 +374,8 @@ class TieredCache::Impl {
   absl::StatusOr<Response> Fetch(MemcachedClient& client, std::string_view key,
                                  GetRequest request) {
     absl::StatusOr<Response> r =
-        client.impl().Exchange(key, [&](const WireKey& wire, std::string* out) {
-          mirror_internal::EncodeGet(wire, request, {}, out);
+        client.impl().Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+          batch->Get(wire, request);
           return absl::OkStatus();
         });
     if (r.ok() && r->code != Code::kValue && r->code != Code::kHit && r->code != Code::kMiss) {
@@ -392,7 +392,7 @@ class TieredCache::Impl {
       std::optional<uint64_t> cas,
       mirror_internal::StoreMode mode = mirror_internal::StoreMode::kSet) {
     absl::StatusOr<Response> r =
-        l2_.impl().Exchange(key, [&](const WireKey& wire, std::string* out) {
+        l2_.impl().Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
           absl::StatusOr<int64_t> ttl = mirror_internal::EncodeTtl(
               options.ttl.value_or(l2_.options().default_ttl), absl::Now());
           if (!ttl.ok()) return ttl.status();
@@ -402,7 +402,7 @@ class TieredCache::Impl {
           set.ttl = *ttl;
           set.mode = mode;
           set.compare_cas = cas;
-          mirror_internal::EncodeSet(wire, set, {}, out);
+          batch->Set(wire, set);
           return absl::OkStatus();
         });
     if (r.ok() && r->code != Code::kHit && r->code != Code::kNotStored &&
@@ -653,10 +653,10 @@ class TieredCache::Impl {
   // wait out the lease (the next one to ask wins a new lease and loads).
   void ReleaseLease(std::string_view key, uint64_t cas) {
     absl::StatusOr<Response> r =
-        l2_.impl().Exchange(key, [&](const WireKey& wire, std::string* out) {
+        l2_.impl().Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
           mirror_internal::DeleteRequest del;
           del.compare_cas = cas;
-          mirror_internal::EncodeDelete(wire, del, {}, out);
+          batch->Delete(wire, del);
           return absl::OkStatus();
         });
     if (!r.ok()) CountError(key, r.status());

@@ -7,6 +7,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace tiercache::mirror_internal {
@@ -58,7 +59,7 @@ void AppendBase64Flag(const WireKey& key, std::string* out) {
 
 // The flags every request may end with, then the end of the line.
 void AppendTagAndEnd(const RequestTag& tag, std::string* out) {
-  if (tag.opaque.has_value()) AppendFlag('O', *tag.opaque, out);
+  AppendFlag('O', tag.opaque, out);
   if (tag.quiet) AppendFlag('q', out);
   out->append("\r\n");
 }
@@ -84,14 +85,17 @@ absl::Status Malformed(std::string_view problem, std::string_view bytes) {
       absl::StrCat("malformed memcached response: ", AsAbsl(problem), ": ", Quote(bytes)));
 }
 
-// Digits only (and a leading '-' for signed types): no spaces, no '+', no
-// overflow. memcached writes numbers exactly this way.
+// Digits only (and a leading '-' for signed types), without leading zeros:
+// no spaces, no '+', no overflow, no second spelling of a number. memcached
+// writes numbers exactly this way (and echoes our tokens, which we write so).
 template <typename Int>
 std::optional<Int> ParseNumber(std::string_view text) {
+  const std::string_view digits = !text.empty() && text[0] == '-' ? text.substr(1) : text;
+  if (digits.empty() || (digits[0] == '0' && text.size() > 1)) return std::nullopt;
   Int value{};
   const char* end = text.data() + text.size();
   const auto result = std::from_chars(text.data(), end, value);
-  if (text.empty() || result.ec != std::errc() || result.ptr != end) return std::nullopt;
+  if (result.ec != std::errc() || result.ptr != end) return std::nullopt;
   return value;
 }
 
@@ -127,13 +131,34 @@ absl::StatusOr<std::optional<std::string_view>> FirstLine(std::string_view pendi
   return window.substr(0, newline - 1);
 }
 
-// Return flags after the code (and VA's length). Flags we never request (k, b,
-// s, h, l, ...) are skipped; a flag we read must be well formed.
+// The return flags memcached 1.6.18 can send, one bit each, to find repeats.
+int ReturnFlagBit(char flag) {
+  static constexpr std::string_view kFlags = "bcfhklOstWXZ";
+  const size_t at = kFlags.find(flag);
+  return at == std::string_view::npos ? -1 : static_cast<int>(at);
+}
+constexpr uint32_t Bit(char flag) {
+  return uint32_t{1} << std::string_view("bcfhklOstWXZ").find(flag);
+}
+// A miss carries no item: only the request's own token and key come back.
+constexpr uint32_t kMissFlags = Bit('O') | Bit('k') | Bit('b');
+
+// Return flags after the code (and VA's length): each known to memcached
+// 1.6.18, given once, and well formed.
 absl::Status ParseReturnFlags(const Tokens& tokens, size_t first, std::string_view line,
                               Response* response) {
+  uint32_t seen = 0;
   for (size_t i = first; i < tokens.size(); ++i) {
     const std::string_view token = tokens[i];
     const std::string_view number = token.substr(1);
+    const int bit = ReturnFlagBit(token[0]);
+    if (bit < 0)
+      return Malformed(absl::StrCat("unknown return flag ", Quote(token), " in line"), line);
+    if ((seen & (uint32_t{1} << bit)) != 0) {
+      return Malformed(
+          absl::StrCat("return flag '", AsAbsl(token.substr(0, 1)), "' given twice in line"), line);
+    }
+    seen |= uint32_t{1} << bit;
     bool valid = true;
     switch (token[0]) {
       case 'f':
@@ -145,12 +170,28 @@ absl::Status ParseReturnFlags(const Tokens& tokens, size_t first, std::string_vi
         valid = response->cas.has_value();
         break;
       case 't':
+        // -1 is "never expires"; memcached sends nothing below it.
         response->ttl = ParseNumber<int64_t>(number);
-        valid = response->ttl.has_value();
+        valid = response->ttl.has_value() && *response->ttl >= -1;
         break;
       case 'O':
-        response->opaque = ParseNumber<uint32_t>(number);
+        response->opaque = ParseNumber<uint64_t>(number);
         valid = response->opaque.has_value();
+        break;
+      case 'k':
+        valid = !number.empty() && number.size() <= kMaxWireKey;
+        response->key = std::string(number);
+        break;
+      case 'h':  // hit before: 0 or 1
+        valid = number == "0" || number == "1";
+        break;
+      case 'l':  // seconds since last access, item size: never requested, still checked
+      case 's':
+        valid = ParseNumber<uint64_t>(number).has_value();
+        break;
+      case 'b':
+        response->key_base64 = true;
+        valid = number.empty();
         break;
       case 'W':
         response->won = true;
@@ -164,12 +205,19 @@ absl::Status ParseReturnFlags(const Tokens& tokens, size_t first, std::string_vi
         response->lost = true;
         valid = number.empty();
         break;
-      default:
-        break;
     }
     if (!valid) {
       return Malformed(absl::StrCat("bad return flag ", Quote(token), " in line"), line);
     }
+  }
+  if ((seen & Bit('b')) != 0 && (seen & Bit('k')) == 0) {
+    return Malformed("return flag 'b' without a key (k) in line", line);
+  }
+  if (response->code == Response::Code::kMiss && (seen & ~kMissFlags) != 0) {
+    return Malformed("a miss (EN) with flags only a hit can carry in line", line);
+  }
+  if (response->code == Response::Code::kNoop && seen != 0) {
+    return Malformed("flags on MN in line", line);
   }
   return absl::OkStatus();
 }
@@ -239,7 +287,8 @@ absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t 
   // waits for or copies that many bytes.
   std::optional<uint64_t> length =
       tokens.size() > 1 ? ParseNumber<uint64_t>(tokens[1]) : std::nullopt;
-  if (!length.has_value()) return Malformed("VA length is not a number in line", line);
+  if (!length.has_value())
+    return Malformed("VA length is not a number (or has leading zeros) in line", line);
   if (*length > max_value_size) {
     return Malformed(absl::StrCat("VA length ", *length, " exceeds the limit of ", max_value_size,
                                   " bytes in line"),
@@ -319,8 +368,9 @@ void EncodeGet(const WireKey& key, const GetRequest& request, const RequestTag& 
   AppendCommandAndKey("mg", key, out);
   AppendBase64Flag(key, out);
   if (request.value) AppendFlag('v', out);
-  // Flags, CAS and remaining TTL are always asked for: L1 fills need all three.
-  out->append(" f c t");
+  // Flags, CAS and remaining TTL are always asked for: L1 fills need all
+  // three. The key comes back too, to be checked against the one asked for.
+  out->append(" f c t k");
   if (request.vivify_ttl.has_value()) AppendFlag('N', *request.vivify_ttl, out);
   if (request.recache_ttl.has_value()) AppendFlag('R', *request.recache_ttl, out);
   if (request.touch_ttl.has_value()) AppendFlag('T', *request.touch_ttl, out);
@@ -363,7 +413,7 @@ void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, cons
                       std::string* out) {
   AppendCommandAndKey("ma", key, out);
   AppendBase64Flag(key, out);
-  AppendFlag('v', out);
+  out->append(" v k");
   out->append(request.increment ? " MI" : " MD");
   AppendFlag('D', request.delta, out);
   if (request.create_ttl.has_value()) {
@@ -408,6 +458,221 @@ void ResponseParser::Reset() {
   buffer_.clear();
   consumed_ = 0;
   failed_ = absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// RequestBatch
+
+size_t RequestBatch::Add(const WireKey& key, Command command, bool value, bool quiet) {
+  // Every request starts "<cm> <key>": the key's bytes are kept where they
+  // are, in the encoded batch.
+  requests_.push_back(Request{static_cast<uint32_t>(bytes_.size() + 3),
+                              static_cast<uint8_t>(key.text.size()), key.base64, command, value,
+                              quiet});
+  return requests_.size() - 1;
+}
+
+size_t RequestBatch::Get(const WireKey& key, const GetRequest& request, bool quiet) {
+  const size_t i = Add(key, Command::kGet, request.value, quiet);
+  EncodeGet(key, request, {first_opaque_ + i, quiet}, &bytes_);
+  return i;
+}
+
+size_t RequestBatch::Set(const WireKey& key, const SetRequest& request, bool quiet) {
+  const size_t i = Add(key, Command::kSet, /*value=*/false, quiet);
+  EncodeSet(key, request, {first_opaque_ + i, quiet}, &bytes_);
+  return i;
+}
+
+size_t RequestBatch::Delete(const WireKey& key, const DeleteRequest& request, bool quiet) {
+  const size_t i = Add(key, Command::kDelete, /*value=*/false, quiet);
+  EncodeDelete(key, request, {first_opaque_ + i, quiet}, &bytes_);
+  return i;
+}
+
+size_t RequestBatch::Arithmetic(const WireKey& key, const ArithmeticRequest& request) {
+  const size_t i = Add(key, Command::kArithmetic, /*value=*/true, /*quiet=*/false);
+  EncodeArithmetic(key, request, {first_opaque_ + i, false}, &bytes_);
+  return i;
+}
+
+void RequestBatch::EndWithNoop() {
+  EncodeNoop(&bytes_);
+  noop_ = true;
+}
+
+std::string RequestBatch::Describe(size_t i) const {
+  static constexpr std::string_view kNames[] = {"get", "store", "delete", "incr/decr"};
+  const Request& r = requests_[i];
+  return absl::StrCat(AsAbsl(kNames[static_cast<int>(r.command)]), " ", Quote(WireKeyOf(r)),
+                      r.key_base64 ? " (base64)" : "", " (O", first_opaque_ + i, ")");
+}
+
+namespace {
+
+using Code = Response::Code;
+
+std::string_view CodeName(Code code) {
+  switch (code) {
+    case Code::kValue:
+      return "VA";
+    case Code::kHit:
+      return "HD";
+    case Code::kMiss:
+      return "EN";
+    case Code::kNotStored:
+      return "NS";
+    case Code::kExists:
+      return "EX";
+    case Code::kNotFound:
+      return "NF";
+    case Code::kNoop:
+      return "MN";
+    case Code::kError:
+      return "ERROR";
+    case Code::kClientError:
+      return "CLIENT_ERROR";
+    case Code::kServerError:
+      return "SERVER_ERROR";
+  }
+  return "?";
+}
+
+bool IsErrorLine(Code code) {
+  return code == Code::kError || code == Code::kClientError || code == Code::kServerError;
+}
+
+// The raw bytes of a key as sent or echoed; nullopt if base64 that does not
+// decode.
+std::optional<std::string> RawKey(std::string_view text, bool base64) {
+  if (!base64) return std::string(text);
+  std::string raw;
+  if (!absl::Base64Unescape(AsAbsl(text), &raw)) return std::nullopt;
+  return raw;
+}
+
+}  // namespace
+
+absl::Status RequestBatch::CheckCode(size_t i, const Response& response) const {
+  const Request& r = requests_[i];
+  const Code code = response.code;
+  // memcached 1.6.18's answers to each request; a quiet request hides its
+  // success (EN for a get, HD for a store or delete, the result of `ma`).
+  bool allowed = false;
+  switch (r.command) {
+    case Command::kGet:
+      allowed =
+          (code == (r.value ? Code::kValue : Code::kHit)) || (!r.quiet && code == Code::kMiss);
+      break;
+    case Command::kSet:
+      allowed = code == Code::kNotStored || code == Code::kExists || code == Code::kNotFound ||
+                (!r.quiet && code == Code::kHit);
+      break;
+    case Command::kDelete:
+      allowed =
+          code == Code::kNotFound || code == Code::kExists || (!r.quiet && code == Code::kHit);
+      break;
+    case Command::kArithmetic:
+      allowed = code == Code::kValue || code == Code::kNotFound || code == Code::kNotStored ||
+                code == Code::kExists;
+      break;
+  }
+  if (allowed) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(AsAbsl(CodeName(code)), " is not an answer to ",
+                                          Describe(i), r.quiet ? " (quiet)" : ""));
+}
+
+absl::Status RequestBatch::CheckKey(size_t i, const Response& response) const {
+  const Request& r = requests_[i];
+  if (r.command != Command::kGet && r.command != Command::kArithmetic) return absl::OkStatus();
+  if (response.key.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("the answer to ", Describe(i), " does not echo its key"));
+  }
+  const std::string_view sent = WireKeyOf(r);
+  // The common case, both plain or both base64 (memcached's base64 is the
+  // standard padded one, as ours): the texts must be equal. Otherwise the item
+  // was stored in the other form by some client; compare the raw bytes.
+  bool same = false;
+  if (response.key_base64 == r.key_base64) {
+    same = response.key == sent;
+  } else {
+    const std::optional<std::string> echoed = RawKey(response.key, response.key_base64);
+    const std::optional<std::string> asked = RawKey(sent, r.key_base64);
+    same = echoed.has_value() && asked.has_value() && *echoed == *asked;
+  }
+  if (same) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("the answer to ", Describe(i), " echoes key ",
+                                          Quote(response.key),
+                                          response.key_base64 ? " (base64)" : ""));
+}
+
+absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
+  const auto all_quiet_from = [this](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      if (!requests_[i].quiet) return i;
+    }
+    return to;
+  };
+  const auto complete = [this] {
+    return next_ == requests_.size() && !noop_ ? Progress::kComplete : Progress::kMore;
+  };
+  if (response->code == Code::kNoop) {
+    if (!noop_) {
+      return absl::DataLossError(
+          absl::StrCat("MN where the answer to ", Describe(next_), " was due"));
+    }
+    if (const size_t loud = all_quiet_from(next_, requests_.size()); loud < requests_.size()) {
+      return absl::DataLossError(absl::StrCat("MN before the answer to ", Describe(loud)));
+    }
+    next_ = requests_.size();
+    return Progress::kComplete;
+  }
+  if (IsErrorLine(response->code)) {
+    if (next_ < requests_.size() && !requests_[next_].quiet) {
+      response->request = next_++;
+    } else if (next_ == requests_.size() && !noop_) {
+      return absl::DataLossError("an error line after every request was answered");
+    } else {
+      response->request = Response::kUntagged;
+    }
+    return complete();
+  }
+  if (!response->opaque.has_value()) {
+    return absl::DataLossError(absl::StrCat(
+        AsAbsl(CodeName(response->code)), " without an opaque token where the answer to ",
+        next_ < requests_.size() ? Describe(next_) : std::string("the no-op"), " was due"));
+  }
+  const uint64_t token = *response->opaque;
+  if (token < first_opaque_ + next_ || token - first_opaque_ >= requests_.size()) {
+    const std::string due = next_ < requests_.size() ? Describe(next_) : std::string("MN");
+    return absl::DataLossError(absl::StrCat(
+        AsAbsl(CodeName(response->code)), " O", token, " answers no outstanding request (", due,
+        " was due): a duplicated, reordered or foreign answer"));
+  }
+  const size_t i = static_cast<size_t>(token - first_opaque_);
+  if (const size_t loud = all_quiet_from(next_, i); loud < i) {
+    return absl::DataLossError(absl::StrCat("the answer to ", Describe(i),
+                                            " came before the answer to ", Describe(loud),
+                                            ": answers out of order"));
+  }
+  if (absl::Status s = CheckCode(i, *response); !s.ok()) return s;
+  if (absl::Status s = CheckKey(i, *response); !s.ok()) return s;
+  response->request = i;
+  next_ = i + 1;
+  return complete();
+}
+
+bool IsInStepError(const Response& response) {
+  switch (response.code) {
+    case Code::kClientError:
+      return response.message == "cannot increment or decrement non-numeric value";
+    case Code::kServerError:
+      return absl::StartsWith(response.message, "out of memory") ||
+             response.message == "object too large for cache";
+    default:
+      return false;
+  }
 }
 
 }  // namespace tiercache::mirror_internal

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,14 +53,18 @@ enum class StoreMode : char {
   kPrepend = 'P',
 };
 
-// Every request may carry an opaque token (O<n>) echoed in its response, and
+// Every request carries an opaque token (O<n>) that its answer echoes, and
 // may be quiet (q): then a success sends nothing and only failures answer.
+// Tokens are written as canonical decimals (no leading zeros), so the echo can
+// be compared as a number.
 struct RequestTag {
-  std::optional<uint32_t> opaque;
+  uint64_t opaque = 0;
   bool quiet = false;
 };
 
-// mg <key> [b] [v] f c t [N<ttl>] [R<ttl>] [T<ttl>] [O<n>] [q]
+// mg <key> [b] [v] f c t k [N<ttl>] [R<ttl>] [T<ttl>] O<n> [q]
+// Every get asks for the key back (k): whatever it returns (a value, a CAS, a
+// lease) is used only if the echoed key is the one asked for.
 struct GetRequest {
   bool value = true;                   // v: return the value (else only metadata)
   std::optional<int64_t> vivify_ttl;   // N: on a miss create a stub, win the lease
@@ -69,7 +74,7 @@ struct GetRequest {
 void EncodeGet(const WireKey& key, const GetRequest& request, const RequestTag& tag,
                std::string* out);
 
-// ms <key> <datalen> [b] F<flags> T<ttl> M<mode> [C<cas>] [I] c [O<n>] [q]\r\n<data>\r\n
+// ms <key> <datalen> [b] F<flags> T<ttl> M<mode> [C<cas>] [I] c O<n> [q]\r\n<data>\r\n
 struct SetRequest {
   std::string_view value;
   uint32_t client_flags = 0;
@@ -81,7 +86,7 @@ struct SetRequest {
 void EncodeSet(const WireKey& key, const SetRequest& request, const RequestTag& tag,
                std::string* out);
 
-// md <key> [b] [C<cas>] [I T<ttl>] [O<n>] [q]
+// md <key> [b] [C<cas>] [I T<ttl>] O<n> [q]
 struct DeleteRequest {
   std::optional<uint64_t> compare_cas;
   std::optional<int64_t> invalidate_ttl;  // I + T: mark stale instead of deleting
@@ -89,7 +94,7 @@ struct DeleteRequest {
 void EncodeDelete(const WireKey& key, const DeleteRequest& request, const RequestTag& tag,
                   std::string* out);
 
-// ma <key> [b] v M<I|D> D<delta> [N<ttl> J<initial>] [O<n>] [q]
+// ma <key> [b] v k M<I|D> D<delta> [N<ttl> J<initial>] O<n> [q]
 struct ArithmeticRequest {
   bool increment = true;
   uint64_t delta = 1;
@@ -122,16 +127,30 @@ struct Response {
   std::optional<uint32_t> client_flags;  // f
   std::optional<uint64_t> cas;           // c
   std::optional<int64_t> ttl;            // t: remaining seconds, -1 = never expires
-  std::optional<uint32_t> opaque;        // O
+  std::optional<uint64_t> opaque;        // O
+  std::string key;                       // k: the key echoed, as the server wrote it
+  bool key_base64 = false;               // b: `key` is base64
   bool won = false;                      // W: this client should recompute and store
   bool stale = false;                    // X: the item is stale
   bool lost = false;                     // Z: another client already won
+  // Set by RequestBatch::Match, not by the parser: the index in its batch of
+  // the request this response answers, or kUntagged for an error line inside
+  // a quiet run (error lines carry no token: the request is unknown).
+  static constexpr size_t kUntagged = static_cast<size_t>(-1);
+  size_t request = kUntagged;
 };
 
 // Turns a byte stream into responses. Feed bytes as they arrive, in any
 // pieces (a response may be split anywhere); take complete responses with
 // Next(). A malformed stream is an error: the parser then stays failed and the
 // connection must be reset, since nothing after it can be trusted.
+//
+// "Malformed" is anything memcached 1.6.18 does not send: an unknown code or
+// return flag, a flag given twice, a number with leading zeros or a sign
+// where memcached writes none, a TTL below -1, a key echo that is empty, over
+// 250 bytes or a `b` without a `k`, flags on MN, and on EN (a miss) any flag
+// but O, k and b. Whether a well-formed response answers the request it is
+// read for is RequestBatch::Match's question, not the parser's.
 class ResponseParser {
  public:
   // REQUIRES: max_value_size bounds the VA lengths accepted (a larger length
@@ -152,6 +171,99 @@ class ResponseParser {
   size_t max_value_size_;
   absl::Status failed_;
 };
+
+// The commands a batch can hold, for matching answers and naming requests.
+enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic };
+
+// Requests written to one connection in one piece, and the rules their
+// answers must meet. The connection that sends a batch hands it every
+// response read while the batch is the oldest outstanding one on that
+// connection; Match() decides whether the response provably answers one of
+// the batch's requests, so that no response is ever used for a request it
+// does not answer.
+//
+// How a response is matched:
+//   - request i carries the token first_opaque + i; tokens come from the
+//     connection and are never reused on it, so a token names one request;
+//   - a tagged response (every code but MN and error lines) must echo the
+//     token of the oldest unanswered request, or of a later one when every
+//     request in between is quiet (quiet successes send nothing). Anything
+//     else — no token, a token of another batch, of a request already
+//     answered, or one that skips a request that must answer — is DataLoss;
+//   - its code must be one that request can answer (VA or EN for a get with
+//     a value, HD/NS/EX/NF for a store, ...; in a quiet request the success
+//     codes memcached hides are not expected either);
+//   - gets and arithmetic also ask for the key (k): the echoed key, decoded
+//     if base64, must be the one requested. memcached echoes a key in the
+//     form its item was stored in (base64 if it was stored with `b`), so the
+//     comparison is of the raw bytes;
+//   - MN ends a batch that ends with a no-op, once every request that must
+//     answer has answered;
+//   - error lines (ERROR, CLIENT_ERROR, SERVER_ERROR) carry no token. Where
+//     the oldest unanswered request must answer, the error is its answer;
+//     inside a run of quiet requests it belongs to an unknown one and is
+//     marked Response::kUntagged (its batch fails as a whole).
+// A DataLoss from Match means the stream no longer follows the requests: the
+// connection must be closed and nothing more read from it.
+class RequestBatch {
+ public:
+  // Request i carries the token first_opaque + i.
+  explicit RequestBatch(uint64_t first_opaque = 0) : first_opaque_(first_opaque) {}
+  RequestBatch(RequestBatch&&) = default;
+  RequestBatch& operator=(RequestBatch&&) = default;
+
+  // Each appends one request and returns its index in the batch.
+  size_t Get(const WireKey& key, const GetRequest& request, bool quiet = false);
+  size_t Set(const WireKey& key, const SetRequest& request, bool quiet = false);
+  size_t Delete(const WireKey& key, const DeleteRequest& request, bool quiet = false);
+  // Never quiet: a quiet `ma` hides its result.
+  size_t Arithmetic(const WireKey& key, const ArithmeticRequest& request);
+  // Appends `mn`: the batch is answered when MN arrives. Add nothing after it.
+  void EndWithNoop();
+
+  const std::string& bytes() const { return bytes_; }
+  size_t size() const { return requests_.size(); }
+  bool ends_with_noop() const { return noop_; }
+  uint64_t first_opaque() const { return first_opaque_; }
+  // "get 'user:42'": request i as an error message names it.
+  std::string Describe(size_t i) const;
+
+  enum class Progress { kMore, kComplete };
+  // The next response read for this batch. Sets `response->request`; kComplete
+  // once every request has been answered (or the MN arrived). DataLoss naming
+  // what did not match. REQUIRES: the batch was not complete yet.
+  absl::StatusOr<Progress> Match(Response* response);
+
+ private:
+  // What request i promised about its answer; its key is in `bytes_`.
+  struct Request {
+    uint32_t key_offset;
+    uint8_t key_size;  // wire keys are at most 250 bytes
+    bool key_base64;
+    Command command;
+    bool value;  // v: a hit carries the value
+    bool quiet;
+  };
+  size_t Add(const WireKey& key, Command command, bool value, bool quiet);
+  std::string_view WireKeyOf(const Request& r) const {
+    return std::string_view(bytes_).substr(r.key_offset, r.key_size);
+  }
+  absl::Status CheckCode(size_t i, const Response& response) const;
+  absl::Status CheckKey(size_t i, const Response& response) const;
+
+  uint64_t first_opaque_;
+  std::string bytes_;
+  std::vector<Request> requests_;
+  bool noop_ = false;
+  size_t next_ = 0;  // requests before this one are answered (or skipped quietly)
+};
+
+// True for the error lines memcached 1.6.18 sends for well-formed requests it
+// refuses (a non-numeric counter, out of memory, an item too large), after
+// which the stream is still in step. Any other error line (ERROR, a
+// CLIENT_ERROR about the request's format) means the server did not read the
+// request as it was framed: nothing after it on the connection is trusted.
+bool IsInStepError(const Response& response);
 
 }  // namespace tiercache::mirror_internal
 

@@ -191,7 +191,7 @@ TEST(EncodeTtlTest, ExpiryPast2038IsRejected) {
 TEST(EncodeGetTest, Default) {
   std::string out;
   EncodeGet(Key("user:42"), GetRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "mg user:42 v f c t\r\n");
+  EXPECT_EQ(out, "mg user:42 v f c t k O0\r\n");
 }
 
 TEST(EncodeGetTest, AllOptions) {
@@ -205,13 +205,13 @@ TEST(EncodeGetTest, AllOptions) {
   tag.quiet = true;
   std::string out;
   EncodeGet(Key("a b"), request, tag, &out);
-  EXPECT_EQ(out, "mg YSBi b f c t N30 R10 T1800000000 O7 q\r\n");
+  EXPECT_EQ(out, "mg YSBi b f c t k N30 R10 T1800000000 O7 q\r\n");
 }
 
 TEST(EncodeGetTest, Base64KeyWithValue) {
   std::string out;
   EncodeGet(Key("a b"), GetRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "mg YSBi b v f c t\r\n");
+  EXPECT_EQ(out, "mg YSBi b v f c t k O0\r\n");
 }
 
 TEST(EncodeGetTest, AppendsToOutput) {
@@ -219,7 +219,7 @@ TEST(EncodeGetTest, AppendsToOutput) {
   RequestTag tag;
   tag.opaque = 0;
   EncodeGet(Key("k"), GetRequest{}, tag, &out);
-  EXPECT_EQ(out, "mn\r\nmg k v f c t O0\r\n");
+  EXPECT_EQ(out, "mn\r\nmg k v f c t k O0\r\n");
 }
 
 TEST(EncodeSetTest, Default) {
@@ -227,7 +227,7 @@ TEST(EncodeSetTest, Default) {
   request.value = "hello";
   std::string out;
   EncodeSet(Key("k"), request, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 5 F0 T0 MS c\r\nhello\r\n");
+  EXPECT_EQ(out, "ms k 5 F0 T0 MS c O0\r\nhello\r\n");
 }
 
 TEST(EncodeSetTest, AllOptions) {
@@ -239,12 +239,12 @@ TEST(EncodeSetTest, AllOptions) {
   request.compare_cas = 18446744073709551615u;
   request.invalidate = true;
   RequestTag tag;
-  tag.opaque = 4294967295u;
+  tag.opaque = 18446744073709551615u;
   tag.quiet = true;
   std::string out;
   EncodeSet(Key("a b"), request, tag, &out);
   EXPECT_EQ(out,
-            "ms YSBi 3 b F4294967295 T300 MR C18446744073709551615 I c O4294967295 q\r\n"
+            "ms YSBi 3 b F4294967295 T300 MR C18446744073709551615 I c O18446744073709551615 q\r\n"
             "abc\r\n");
 }
 
@@ -261,7 +261,7 @@ TEST(EncodeSetTest, EveryMode) {
     request.mode = mode;
     std::string out;
     EncodeSet(Key("k"), request, RequestTag{}, &out);
-    EXPECT_EQ(out, "ms k 1 F16 T60 " + token + " c\r\nv\r\n");
+    EXPECT_EQ(out, "ms k 1 F16 T60 " + token + " c O0\r\nv\r\n");
   }
 }
 
@@ -271,19 +271,19 @@ TEST(EncodeSetTest, BinaryValueIsSentAsIs) {
   request.value = value;
   std::string out;
   EncodeSet(Key("k"), request, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 9 F0 T0 MS c\r\n" + value + "\r\n");
+  EXPECT_EQ(out, "ms k 9 F0 T0 MS c O0\r\n" + value + "\r\n");
 }
 
 TEST(EncodeSetTest, EmptyValue) {
   std::string out;
   EncodeSet(Key("k"), SetRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 0 F0 T0 MS c\r\n\r\n");
+  EXPECT_EQ(out, "ms k 0 F0 T0 MS c O0\r\n\r\n");
 }
 
 TEST(EncodeDeleteTest, Default) {
   std::string out;
   EncodeDelete(Key("k"), DeleteRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "md k\r\n");
+  EXPECT_EQ(out, "md k O0\r\n");
 }
 
 TEST(EncodeDeleteTest, AllOptions) {
@@ -301,7 +301,7 @@ TEST(EncodeDeleteTest, AllOptions) {
 TEST(EncodeArithmeticTest, Default) {
   std::string out;
   EncodeArithmetic(Key("n"), ArithmeticRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "ma n v MI D1\r\n");
+  EXPECT_EQ(out, "ma n v k MI D1 O0\r\n");
 }
 
 TEST(EncodeArithmeticTest, AllOptions) {
@@ -315,7 +315,7 @@ TEST(EncodeArithmeticTest, AllOptions) {
   tag.quiet = true;
   std::string out;
   EncodeArithmetic(Key("a b"), request, tag, &out);
-  EXPECT_EQ(out, "ma YSBi b v MD D18446744073709551615 N60 J10 O2 q\r\n");
+  EXPECT_EQ(out, "ma YSBi b v k MD D18446744073709551615 N60 J10 O2 q\r\n");
 }
 
 TEST(EncodeNoopTest, Bytes) {
@@ -332,7 +332,7 @@ TEST(InjectionTest, KeysCannotAddLinesOrTokens) {
     const WireKey wire = Key(key);
     std::string get;
     EncodeGet(wire, GetRequest{}, RequestTag{}, &get);
-    EXPECT_EQ(get, "mg " + absl::Base64Escape(key) + " b v f c t\r\n");
+    EXPECT_EQ(get, "mg " + absl::Base64Escape(key) + " b v f c t k O0\r\n");
     EXPECT_EQ(get.find('\r'), get.size() - 2);
     EXPECT_EQ(get.find('\n'), get.size() - 1);
 
@@ -340,7 +340,7 @@ TEST(InjectionTest, KeysCannotAddLinesOrTokens) {
     SetRequest request;
     request.value = "x";
     EncodeSet(wire, request, RequestTag{}, &set);
-    EXPECT_EQ(set, "ms " + absl::Base64Escape(key) + " 1 b F0 T0 MS c\r\nx\r\n");
+    EXPECT_EQ(set, "ms " + absl::Base64Escape(key) + " 1 b F0 T0 MS c O0\r\nx\r\n");
   }
 }
 
@@ -390,6 +390,7 @@ std::string Describe(const Response& r) {
   if (r.cas) absl::StrAppend(&text, " c=", *r.cas);
   if (r.ttl) absl::StrAppend(&text, " t=", *r.ttl);
   if (r.opaque) absl::StrAppend(&text, " O=", *r.opaque);
+  if (!r.key.empty()) absl::StrAppend(&text, " k=", r.key, r.key_base64 ? " b" : "");
   if (r.won) absl::StrAppend(&text, " W");
   if (r.stale) absl::StrAppend(&text, " X");
   if (r.lost) absl::StrAppend(&text, " Z");
@@ -494,8 +495,8 @@ TEST(ResponseParserTest, AbsentFlagsStayEmpty) {
 
 TEST(ResponseParserTest, IgnoresFlagsItNeverRequests) {
   EXPECT_THAT(ParseAll("VA 2 kazU= b f5 s2 h1 l30 c5 t-1 O9\r\nhi\r\n"),
-              ElementsAre("VA \"hi\" f=5 c=5 t=-1 O=9"));
-  EXPECT_THAT(ParseAll("HD kuser:42 h0\r\n"), ElementsAre("HD"));
+              ElementsAre("VA \"hi\" f=5 c=5 t=-1 O=9 k=azU= b"));
+  EXPECT_THAT(ParseAll("HD kuser:42 h0\r\n"), ElementsAre("HD k=user:42"));
 }
 
 TEST(ResponseParserTest, BinaryValueWithLineEndsInside) {
@@ -607,7 +608,7 @@ TEST(ResponseParserTest, LongStreamInOddPieces) {
       ASSERT_TRUE(next.ok()) << next.status();
       if (!next->has_value()) break;
       if ((*next)->code == Response::Code::kValue) {
-        ASSERT_EQ((*next)->opaque, std::optional<uint32_t>(static_cast<uint32_t>(values)));
+        ASSERT_EQ((*next)->opaque, std::optional<uint64_t>(values));
         ASSERT_EQ((*next)->value, "abc");
         ++values;
       } else {
@@ -622,8 +623,9 @@ TEST(ResponseParserTest, LongStreamInOddPieces) {
 }
 
 TEST(ResponseParserTest, LongestLineIsAccepted) {
-  // "HD k" + 8188 bytes of key = 8192 bytes before \r\n.
-  EXPECT_THAT(ParseAll("HD k" + std::string(8188, 'a') + "\r\n"), ElementsAre("HD"));
+  // "SERVER_ERROR " + 8179 bytes of text = 8192 bytes before \r\n.
+  EXPECT_THAT(ParseAll("SERVER_ERROR " + std::string(8179, 'a') + "\r\n"),
+              ElementsAre("SERVER_ERROR message=\"" + std::string(8179, 'a') + "\""));
 }
 
 // Feeds `stream`, expects DataLoss with exactly `message`, and checks that
@@ -674,16 +676,21 @@ TEST(ResponseParserTest, UnknownCodeAfterGoodResponses) {
 
 TEST(ResponseParserTest, BadValueLength) {
   ExpectMalformed("VA abc\r\n",
-                  "malformed memcached response: VA length is not a number in line: \"VA abc\"");
+                  "malformed memcached response: VA length is not a number (or has leading zeros) "
+                  "in line: \"VA abc\"");
   ExpectMalformed("VA\r\n",
-                  "malformed memcached response: VA length is not a number in line: \"VA\"");
+                  "malformed memcached response: VA length is not a number (or has leading zeros) "
+                  "in line: \"VA\"");
   ExpectMalformed("VA -1\r\n",
-                  "malformed memcached response: VA length is not a number in line: \"VA -1\"");
+                  "malformed memcached response: VA length is not a number (or has leading zeros) "
+                  "in line: \"VA -1\"");
   ExpectMalformed("VA +1\r\nx\r\n",
-                  "malformed memcached response: VA length is not a number in line: \"VA +1\"");
-  ExpectMalformed("VA 99999999999999999999\r\n",
-                  "malformed memcached response: VA length is not a number in line: "
-                  "\"VA 99999999999999999999\"");
+                  "malformed memcached response: VA length is not a number (or has leading zeros) "
+                  "in line: \"VA +1\"");
+  ExpectMalformed(
+      "VA 99999999999999999999\r\n",
+      "malformed memcached response: VA length is not a number (or has leading zeros) in line: "
+      "\"VA 99999999999999999999\"");
 }
 
 TEST(ResponseParserTest, ValueLengthOverTheLimit) {
@@ -725,6 +732,282 @@ TEST(ResponseParserTest, BadReturnFlags) {
                   "malformed memcached response: bad return flag \"Oabc\" in line: \"EN Oabc\"");
   ExpectMalformed("HD Wx\r\n",
                   "malformed memcached response: bad return flag \"Wx\" in line: \"HD Wx\"");
+}
+
+// Anything memcached 1.6.18 never sends is malformed, not guessed at.
+TEST(ResponseParserTest, StrictToWhatMemcachedSends) {
+  const std::string prefix = "malformed memcached response: ";
+  ExpectMalformed("VA 2 f1 f2\r\nhi\r\n",
+                  prefix + "return flag 'f' given twice in line: \"VA 2 f1 f2\"");
+  ExpectMalformed("HD O1 O1\r\n", prefix + "return flag 'O' given twice in line: \"HD O1 O1\"");
+  ExpectMalformed("HD W W\r\n", prefix + "return flag 'W' given twice in line: \"HD W W\"");
+  ExpectMalformed("VA 02\r\nhi\r\n",
+                  prefix + "VA length is not a number (or has leading zeros) in line: \"VA 02\"");
+  ExpectMalformed("VA +2\r\nhi\r\n",
+                  prefix + "VA length is not a number (or has leading zeros) in line: \"VA +2\"");
+  ExpectMalformed("HD t-2\r\n", prefix + "bad return flag \"t-2\" in line: \"HD t-2\"");
+  ExpectMalformed("HD t-0\r\n", prefix + "bad return flag \"t-0\" in line: \"HD t-0\"");
+  ExpectMalformed("HD O07\r\n", prefix + "bad return flag \"O07\" in line: \"HD O07\"");
+  ExpectMalformed("HD c01\r\n", prefix + "bad return flag \"c01\" in line: \"HD c01\"");
+  ExpectMalformed("EN c5\r\n",
+                  prefix + "a miss (EN) with flags only a hit can carry in line: \"EN c5\"");
+  ExpectMalformed("EN ka O1 W\r\n",
+                  prefix + "a miss (EN) with flags only a hit can carry in line: \"EN ka O1 W\"");
+  ExpectMalformed("EN t-1\r\n",
+                  prefix + "a miss (EN) with flags only a hit can carry in line: \"EN t-1\"");
+  ExpectMalformed("HD y1\r\n", prefix + "unknown return flag \"y1\" in line: \"HD y1\"");
+  ExpectMalformed("MN O1\r\n", prefix + "flags on MN in line: \"MN O1\"");
+  ExpectMalformed("HD b O1\r\n", prefix + "return flag 'b' without a key (k) in line: \"HD b O1\"");
+  ExpectMalformed("HD k\r\n", prefix + "bad return flag \"k\" in line: \"HD k\"");
+  ExpectMalformed("HD h2\r\n", prefix + "bad return flag \"h2\" in line: \"HD h2\"");
+  const std::string long_key = "k" + std::string(251, 'a');
+  ExpectMalformed("HD " + long_key + "\r\n", prefix + "bad return flag \"" +
+                                                 long_key.substr(0, 40) + "...\" in line: \"HD " +
+                                                 long_key.substr(0, 37) + "...\"");
+}
+
+// Lines memcached 1.6.18 sent to this client's requests (captured here).
+TEST(ResponseParserTest, WhatMemcachedSendsIsAccepted) {
+  EXPECT_THAT(ParseAll("EN knope O20\r\n"), ElementsAre("EN O=20 k=nope"));
+  EXPECT_THAT(ParseAll("EN kZm9vIGJhcg== b O21\r\n"), ElementsAre("EN O=21 k=Zm9vIGJhcg== b"));
+  EXPECT_THAT(ParseAll("VA 2 f5 c4 t-1 kfoo O19\r\nhi\r\n"),
+              ElementsAre("VA \"hi\" f=5 c=4 t=-1 O=19 k=foo"));
+  EXPECT_THAT(ParseAll("VA 0 f0 c7 t30 klease O31 Z\r\n\r\n"),
+              ElementsAre("VA \"\" f=0 c=7 t=30 O=31 k=lease Z"));
+  EXPECT_THAT(ParseAll("EX c0 klease O32\r\n"), ElementsAre("EX c=0 O=32 k=lease"));
+  EXPECT_THAT(ParseAll("NS c0 knope O1\r\nNF O3\r\nHD c40 O1\r\nMN\r\n"),
+              ElementsAre("NS c=0 O=1 k=nope", "NF O=3", "HD c=40 O=1", "MN"));
+  EXPECT_THAT(ParseAll("VA 1 kn O27\r\n9\r\n"), ElementsAre("VA \"9\" O=27 k=n"));
+  EXPECT_THAT(ParseAll("EN O18446744073709551615\r\n"), ElementsAre("EN O=18446744073709551615"));
+}
+
+// ---------------------------------------------------------------------------
+// RequestBatch: encoding with tokens, and matching answers to requests
+
+TEST(RequestBatchTest, RequestsCarryConsecutiveTokens) {
+  RequestBatch batch(41);
+  EXPECT_EQ(batch.Get(Key("a"), GetRequest{}, /*quiet=*/true), 0u);
+  SetRequest set;
+  set.value = "x";
+  EXPECT_EQ(batch.Set(Key("b c"), set), 1u);
+  EXPECT_EQ(batch.Delete(Key("d"), DeleteRequest{}, /*quiet=*/true), 2u);
+  EXPECT_EQ(batch.Arithmetic(Key("n"), ArithmeticRequest{}), 3u);
+  batch.EndWithNoop();
+  EXPECT_EQ(batch.bytes(),
+            "mg a v f c t k O41 q\r\n"
+            "ms YiBj 1 b F0 T0 MS c O42\r\nx\r\n"
+            "md d O43 q\r\n"
+            "ma n v k MI D1 O44\r\n"
+            "mn\r\n");
+  EXPECT_EQ(batch.size(), 4u);
+  EXPECT_EQ(batch.Describe(0), "get \"a\" (O41)");
+  EXPECT_EQ(batch.Describe(1), "store \"YiBj\" (base64) (O42)");
+  EXPECT_EQ(batch.Describe(3), "incr/decr \"n\" (O44)");
+}
+
+// Parses `line` (one complete response) for a Match test.
+Response Parse(std::string_view bytes) {
+  ResponseParser parser;
+  parser.Feed(bytes);
+  absl::StatusOr<std::optional<Response>> next = parser.Next();
+  EXPECT_TRUE(next.ok() && next->has_value()) << Escaped(bytes);
+  return next.ok() && next->has_value() ? **next : Response{};
+}
+
+using Progress = RequestBatch::Progress;
+
+absl::StatusOr<Progress> MatchBytes(RequestBatch& batch, std::string_view bytes,
+                                    size_t* request = nullptr) {
+  Response response = Parse(bytes);
+  absl::StatusOr<Progress> progress = batch.Match(&response);
+  if (request != nullptr) *request = response.request;
+  return progress;
+}
+
+TEST(RequestBatchTest, AGetIsAnsweredByItsTokenAndKey) {
+  RequestBatch batch(5);
+  batch.Get(Key("user:1"), GetRequest{});
+  size_t request = 99;
+  EXPECT_THAT(MatchBytes(batch, "VA 2 f0 c1 t-1 kuser:1 O5\r\nhi\r\n", &request),
+              IsOkAndHolds(Progress::kComplete));
+  EXPECT_EQ(request, 0u);
+
+  RequestBatch miss(6);
+  miss.Get(Key("user:1"), GetRequest{});
+  EXPECT_THAT(MatchBytes(miss, "EN kuser:1 O6\r\n"), IsOkAndHolds(Progress::kComplete));
+}
+
+TEST(RequestBatchTest, AnotherRequestsTokenIsDataLoss) {
+  RequestBatch batch(5);
+  batch.Get(Key("user:2"), GetRequest{});
+  // The answer to the previous request, sent twice by the server.
+  EXPECT_THAT(MatchBytes(batch, "VA 2 f0 c1 t-1 kuser:1 O4\r\nhi\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "VA O4 answers no outstanding request (get \"user:2\" (O5) was due): a "
+                       "duplicated, reordered or foreign answer"));
+  RequestBatch later(5);
+  later.Get(Key("user:2"), GetRequest{});
+  EXPECT_THAT(MatchBytes(later, "EN kuser:2 O6\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "EN O6 answers no outstanding request (get \"user:2\" (O5) was due): a "
+                       "duplicated, reordered or foreign answer"));
+}
+
+TEST(RequestBatchTest, AnotherKeyIsDataLoss) {
+  RequestBatch batch(5);
+  batch.Get(Key("user:2"), GetRequest{});
+  EXPECT_THAT(MatchBytes(batch, "VA 2 f0 c1 t-1 kuser:1 O5\r\nhi\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the answer to get \"user:2\" (O5) echoes key \"user:1\""));
+  RequestBatch no_key(5);
+  no_key.Get(Key("user:2"), GetRequest{});
+  EXPECT_THAT(MatchBytes(no_key, "VA 2 O5\r\nhi\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the answer to get \"user:2\" (O5) does not echo its key"));
+  RequestBatch counter(1);
+  counter.Arithmetic(Key("n"), ArithmeticRequest{});
+  EXPECT_THAT(
+      MatchBytes(counter, "VA 1 km O1\r\n5\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "the answer to incr/decr \"n\" (O1) echoes key \"m\""));
+}
+
+// memcached echoes a key in the form its item was stored in: compare raw bytes.
+TEST(RequestBatchTest, KeysCompareDecoded) {
+  RequestBatch plain(1);
+  plain.Get(Key("bar"), GetRequest{});
+  EXPECT_THAT(MatchBytes(plain, "VA 2 c37 kYmFy b O1\r\nhi\r\n"),
+              IsOkAndHolds(Progress::kComplete));
+  RequestBatch binary(1);
+  binary.Get(Key("a b"), GetRequest{});
+  EXPECT_THAT(MatchBytes(binary, "EN kYSBi b O1\r\n"), IsOkAndHolds(Progress::kComplete));
+  RequestBatch other(1);
+  other.Get(Key("a b"), GetRequest{});
+  EXPECT_THAT(MatchBytes(other, "EN kYSBj b O1\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the answer to get \"YSBi\" (base64) (O1) echoes key \"YSBj\" (base64)"));
+  RequestBatch undecodable(1);
+  undecodable.Get(Key("bar"), GetRequest{});
+  EXPECT_EQ(MatchBytes(undecodable, "EN k!!! b O1\r\n").status().code(),
+            absl::StatusCode::kDataLoss);
+  RequestBatch prefixed(1);
+  prefixed.Get(Key("bar", "app:"), GetRequest{});
+  EXPECT_EQ(MatchBytes(prefixed, "EN kbar O1\r\n").status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(RequestBatchTest, TheWrongKindOfAnswerIsDataLoss) {
+  RequestBatch get(1);
+  get.Get(Key("k"), GetRequest{});
+  EXPECT_THAT(MatchBytes(get, "HD kk O1\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss, "HD is not an answer to get \"k\" (O1)"));
+  RequestBatch store(1);
+  SetRequest set;
+  set.value = "v";
+  store.Set(Key("k"), set);
+  EXPECT_THAT(MatchBytes(store, "VA 1 kk O1\r\nv\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss, "VA is not an answer to store \"k\" (O1)"));
+  RequestBatch quiet(1);
+  quiet.Get(Key("k"), GetRequest{}, /*quiet=*/true);
+  quiet.EndWithNoop();
+  EXPECT_THAT(
+      MatchBytes(quiet, "EN kk O1\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "EN is not an answer to get \"k\" (O1) (quiet)"));
+  for (std::string_view answer : {"HD O1\r\n", "NS O1\r\n", "EX O1\r\n", "NF O1\r\n"}) {
+    RequestBatch ok(1);
+    ok.Set(Key("k"), set);
+    EXPECT_THAT(MatchBytes(ok, answer), IsOkAndHolds(Progress::kComplete)) << answer;
+  }
+}
+
+TEST(RequestBatchTest, QuietRunsSkipOnlyQuietRequests) {
+  RequestBatch batch(10);
+  for (const char* key : {"k0", "k1", "k2", "k3"}) batch.Get(Key(key), GetRequest{}, true);
+  batch.EndWithNoop();
+  size_t request = 99;
+  EXPECT_THAT(MatchBytes(batch, "VA 1 kk1 O11\r\na\r\n", &request), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(request, 1u);
+  EXPECT_THAT(MatchBytes(batch, "VA 1 kk3 O13\r\nb\r\n", &request), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(request, 3u);
+  EXPECT_THAT(MatchBytes(batch, "MN\r\n"), IsOkAndHolds(Progress::kComplete));
+
+  // A loud request cannot be skipped.
+  RequestBatch loud(1);
+  loud.Get(Key("a"), GetRequest{});
+  loud.Get(Key("b"), GetRequest{});
+  EXPECT_THAT(MatchBytes(loud, "EN kb O2\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the answer to get \"b\" (O2) came before the answer to get \"a\" (O1): "
+                       "answers out of order"));
+}
+
+TEST(RequestBatchTest, SwappedOrderAndSwappedTokensAreDataLoss) {
+  RequestBatch swapped(10);
+  for (const char* key : {"k0", "k1", "k2", "k3"}) swapped.Get(Key(key), GetRequest{}, true);
+  swapped.EndWithNoop();
+  EXPECT_THAT(MatchBytes(swapped, "VA 1 kk1 O11\r\na\r\n"), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(MatchBytes(swapped, "VA 1 kk0 O10\r\nb\r\n").status().code(),
+            absl::StatusCode::kDataLoss);
+
+  // Tokens exchanged between k0's and k1's answers: k0's value under k1's token.
+  RequestBatch tokens(10);
+  for (const char* key : {"k0", "k1", "k2", "k3"}) tokens.Get(Key(key), GetRequest{}, true);
+  tokens.EndWithNoop();
+  EXPECT_THAT(
+      MatchBytes(tokens, "VA 1 kk0 O11\r\na\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "the answer to get \"k1\" (O11) echoes key \"k0\""));
+}
+
+TEST(RequestBatchTest, NoopEndsOnlyWhatHasAnswered) {
+  RequestBatch early(1);
+  early.Get(Key("a"), GetRequest{});
+  early.EndWithNoop();
+  EXPECT_THAT(MatchBytes(early, "MN\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss, "MN before the answer to get \"a\" (O1)"));
+  RequestBatch none(1);
+  none.Get(Key("a"), GetRequest{});
+  EXPECT_THAT(
+      MatchBytes(none, "MN\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "MN where the answer to get \"a\" (O1) was due"));
+}
+
+TEST(RequestBatchTest, UntaggedAnswersAreDataLoss) {
+  RequestBatch batch(1);
+  batch.Get(Key("a"), GetRequest{});
+  EXPECT_THAT(MatchBytes(batch, "VA 1 ka\r\nx\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "VA without an opaque token where the answer to get \"a\" (O1) was due"));
+}
+
+TEST(RequestBatchTest, ErrorLinesAnswerALoudRequestOrFailAQuietRun) {
+  RequestBatch loud(1);
+  loud.Arithmetic(Key("n"), ArithmeticRequest{});
+  size_t request = 99;
+  EXPECT_THAT(MatchBytes(loud, "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+                         &request),
+              IsOkAndHolds(Progress::kComplete));
+  EXPECT_EQ(request, 0u);
+
+  RequestBatch quiet(1);
+  SetRequest set;
+  quiet.Set(Key("a"), set, true);
+  quiet.Set(Key("b"), set, true);
+  quiet.EndWithNoop();
+  EXPECT_THAT(MatchBytes(quiet, "SERVER_ERROR out of memory storing object\r\n", &request),
+              IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(request, Response::kUntagged);
+  EXPECT_THAT(MatchBytes(quiet, "NS O2\r\n", &request), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(request, 1u);
+  EXPECT_THAT(MatchBytes(quiet, "MN\r\n"), IsOkAndHolds(Progress::kComplete));
+}
+
+TEST(RequestBatchTest, InStepErrors) {
+  EXPECT_TRUE(
+      IsInStepError(Parse("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")));
+  EXPECT_TRUE(IsInStepError(Parse("SERVER_ERROR out of memory storing object\r\n")));
+  EXPECT_TRUE(IsInStepError(Parse("SERVER_ERROR object too large for cache\r\n")));
+  EXPECT_FALSE(IsInStepError(Parse("CLIENT_ERROR bad data chunk\r\n")));
+  EXPECT_FALSE(IsInStepError(Parse("CLIENT_ERROR bad command line format\r\n")));
+  EXPECT_FALSE(IsInStepError(Parse("ERROR\r\n")));
+  EXPECT_FALSE(IsInStepError(Parse("HD O1\r\n")));
 }
 
 TEST(ResponseParserTest, OverlongLine) {
