@@ -288,7 +288,9 @@ void Connection::DispatchLocked() {
         !IsInStepError(response);
     std::string error_line;
     if (out_of_step) error_line = response.message;
-    if (response.code != Response::Code::kNoop) exchange.responses.push_back(std::move(response));
+    if (response.request != Response::kEndOfBatch) {
+      exchange.responses.push_back(std::move(response));
+    }
     if (*progress == RequestBatch::Progress::kComplete) CompleteFrontLocked(absl::OkStatus());
     if (out_of_step) {
       // That request has its answer; what follows it cannot be trusted.

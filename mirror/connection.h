@@ -94,7 +94,7 @@ class Connection {
   uint64_t ReserveOpaque(size_t n) { return next_opaque_.fetch_add(n, std::memory_order_relaxed); }
 
   // Sends `batch` and returns the responses that answer it, in stream order,
-  // each with its `request` index (without a final MN). DeadlineExceeded at
+  // each with its `request` index (not the end marker's). DeadlineExceeded at
   // `deadline`; Unavailable when the server is down or the connection broke;
   // DataLoss when a response was malformed or did not answer its request.
   // REQUIRES: batch's tokens were reserved on this connection.

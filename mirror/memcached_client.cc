@@ -119,8 +119,9 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   absl::flat_hash_map<std::string, Item> found;
   if (keys.empty()) return found;
   found.reserve(keys.size());
-  // Quiet gets, each tagged with its index, then a no-op: misses send
-  // nothing, hits carry their tag, MN ends the answer. A long list is split
+  // Quiet gets, each with its token, then the batch's end marker: misses
+  // send nothing, hits carry their token and key, the marker's answer ends
+  // the batch. A long list is split
   // over the server's connections, sent on all of them before any answer is
   // awaited: memcached serves each connection on its own worker thread, and
   // it spends more per key on a meta get than the client does.
@@ -168,7 +169,7 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   absl::Status status;
   for (Part& part : parts) {
     if (!status.ok()) break;
-    part.batch.EndWithNoop();
+    part.batch.EndWithMarker();
     absl::StatusOr<Connection::Ticket> ticket =
         part.connection->Send(std::move(part.batch), deadline);
     if (ticket.ok()) {

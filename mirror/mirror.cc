@@ -201,15 +201,15 @@ class Mirror::Impl {
     return status;
   }
 
-  // Ends the batch with a no-op and puts it on the wire without waiting:
-  // memcached answers only failures (by tag) and the no-op, so a batch costs
+  // Ends the batch with its end marker and puts it on the wire without
+  // waiting: memcached answers only failures (by token) and the marker, so a batch costs
   // one round trip, and the next batch is sent while memcached applies this.
   // Each server's batches go on its first connection, so they reach it in
   // order (a key always maps to the same server).
   InFlight SendBatch(Batch batch, size_t server) {
     InFlight in_flight;
     in_flight.batch = std::move(batch);
-    in_flight.batch.requests.EndWithNoop();
+    in_flight.batch.requests.EndWithMarker();
     MemcachedClient::Impl& client = l2_->impl();
     in_flight.connection = client.servers_[server]->connections.front().get();
     absl::StatusOr<Connection::Ticket> ticket =

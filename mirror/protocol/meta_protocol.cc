@@ -496,14 +496,20 @@ size_t RequestBatch::Arithmetic(const WireKey& key, const ArithmeticRequest& req
   return i;
 }
 
-void RequestBatch::EndWithNoop() {
-  EncodeNoop(&bytes_);
-  noop_ = true;
+void RequestBatch::EndWithMarker() {
+  const size_t i = Add(WireKey{std::string(kEndMarkerKey), false}, Command::kEndMarker,
+                       /*value=*/false, /*quiet=*/false);
+  // No flags but the token: the shortest loud request there is.
+  AppendCommandAndKey("mg", WireKey{std::string(kEndMarkerKey), false}, &bytes_);
+  AppendTagAndEnd({first_opaque_ + i, false}, &bytes_);
+  marked_ = true;
 }
 
 std::string RequestBatch::Describe(size_t i) const {
   static constexpr std::string_view kNames[] = {"get", "store", "delete", "incr/decr"};
   const Request& r = requests_[i];
+  if (r.command == Command::kEndMarker)
+    return absl::StrCat("the end of the batch (O", first_opaque_ + i, ")");
   return absl::StrCat(AsAbsl(kNames[static_cast<int>(r.command)]), " ", Quote(WireKeyOf(r)),
                       r.key_base64 ? " (base64)" : "", " (O", first_opaque_ + i, ")");
 }
@@ -576,6 +582,9 @@ absl::Status RequestBatch::CheckCode(size_t i, const Response& response) const {
       allowed = code == Code::kValue || code == Code::kNotFound || code == Code::kNotStored ||
                 code == Code::kExists;
       break;
+    case Command::kEndMarker:
+      allowed = code == Code::kMiss || code == Code::kHit;
+      break;
   }
   if (allowed) return absl::OkStatus();
   return absl::DataLossError(absl::StrCat(AsAbsl(CodeName(code)), " is not an answer to ",
@@ -608,59 +617,57 @@ absl::Status RequestBatch::CheckKey(size_t i, const Response& response) const {
 }
 
 absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
-  const auto all_quiet_from = [this](size_t from, size_t to) {
+  const auto first_loud = [this](size_t from, size_t to) {
     for (size_t i = from; i < to; ++i) {
       if (!requests_[i].quiet) return i;
     }
     return to;
   };
-  const auto complete = [this] {
-    return next_ == requests_.size() && !noop_ ? Progress::kComplete : Progress::kMore;
+  const auto progress = [this] {
+    return next_ == requests_.size() ? Progress::kComplete : Progress::kMore;
+  };
+  // Only for error messages: not built on the path of a matching answer.
+  const auto due = [this] {
+    return next_ < requests_.size() ? Describe(next_) : std::string("nothing");
   };
   if (response->code == Code::kNoop) {
-    if (!noop_) {
-      return absl::DataLossError(
-          absl::StrCat("MN where the answer to ", Describe(next_), " was due"));
-    }
-    if (const size_t loud = all_quiet_from(next_, requests_.size()); loud < requests_.size()) {
-      return absl::DataLossError(absl::StrCat("MN before the answer to ", Describe(loud)));
-    }
-    next_ = requests_.size();
-    return Progress::kComplete;
+    return absl::DataLossError(
+        absl::StrCat("MN, but this client sends no mn (the answer to ", due(), " was due)"));
   }
   if (IsErrorLine(response->code)) {
-    if (next_ < requests_.size() && !requests_[next_].quiet) {
+    const bool loud = next_ < requests_.size() && !requests_[next_].quiet;
+    if (loud && requests_[next_].command != Command::kEndMarker) {
       response->request = next_++;
-    } else if (next_ == requests_.size() && !noop_) {
-      return absl::DataLossError("an error line after every request was answered");
     } else {
+      // Inside a quiet run nobody knows which request it answers; at the end
+      // marker, it answers the marker: either way the batch fails as a whole.
       response->request = Response::kUntagged;
+      if (loud) ++next_;
     }
-    return complete();
+    return progress();
   }
   if (!response->opaque.has_value()) {
-    return absl::DataLossError(absl::StrCat(
-        AsAbsl(CodeName(response->code)), " without an opaque token where the answer to ",
-        next_ < requests_.size() ? Describe(next_) : std::string("the no-op"), " was due"));
+    return absl::DataLossError(absl::StrCat(AsAbsl(CodeName(response->code)),
+                                            " without an opaque token where the answer to ", due(),
+                                            " was due"));
   }
   const uint64_t token = *response->opaque;
   if (token < first_opaque_ + next_ || token - first_opaque_ >= requests_.size()) {
-    const std::string due = next_ < requests_.size() ? Describe(next_) : std::string("MN");
     return absl::DataLossError(absl::StrCat(
-        AsAbsl(CodeName(response->code)), " O", token, " answers no outstanding request (", due,
+        AsAbsl(CodeName(response->code)), " O", token, " answers no outstanding request (", due(),
         " was due): a duplicated, reordered or foreign answer"));
   }
   const size_t i = static_cast<size_t>(token - first_opaque_);
-  if (const size_t loud = all_quiet_from(next_, i); loud < i) {
+  if (const size_t loud = first_loud(next_, i); loud < i) {
     return absl::DataLossError(absl::StrCat("the answer to ", Describe(i),
                                             " came before the answer to ", Describe(loud),
                                             ": answers out of order"));
   }
   if (absl::Status s = CheckCode(i, *response); !s.ok()) return s;
   if (absl::Status s = CheckKey(i, *response); !s.ok()) return s;
-  response->request = i;
+  response->request = requests_[i].command == Command::kEndMarker ? Response::kEndOfBatch : i;
   next_ = i + 1;
-  return complete();
+  return progress();
 }
 
 bool IsInStepError(const Response& response) {

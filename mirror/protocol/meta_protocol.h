@@ -104,7 +104,9 @@ struct ArithmeticRequest {
 void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, const RequestTag& tag,
                       std::string* out);
 
-// mn: answered by MN after everything sent before it.
+// mn: answered by MN after everything sent before it. MN carries no token
+// (memcached 1.6.18 ignores flags on mn), so a duplicated MN cannot be told
+// from the real one: batches end with a tagged marker instead (RequestBatch).
 void EncodeNoop(std::string* out);
 
 struct Response {
@@ -134,9 +136,11 @@ struct Response {
   bool stale = false;                    // X: the item is stale
   bool lost = false;                     // Z: another client already won
   // Set by RequestBatch::Match, not by the parser: the index in its batch of
-  // the request this response answers, or kUntagged for an error line inside
-  // a quiet run (error lines carry no token: the request is unknown).
+  // the request this response answers; kUntagged for an error line inside a
+  // quiet run (error lines carry no token: the request is unknown) or one
+  // that answers the end marker; kEndOfBatch for the end marker's answer.
   static constexpr size_t kUntagged = static_cast<size_t>(-1);
+  static constexpr size_t kEndOfBatch = static_cast<size_t>(-2);
   size_t request = kUntagged;
 };
 
@@ -173,7 +177,7 @@ class ResponseParser {
 };
 
 // The commands a batch can hold, for matching answers and naming requests.
-enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic };
+enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker };
 
 // Requests written to one connection in one piece, and the rules their
 // answers must meet. The connection that sends a batch hands it every
@@ -197,8 +201,12 @@ enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic };
 //     if base64, must be the one requested. memcached echoes a key in the
 //     form its item was stored in (base64 if it was stored with `b`), so the
 //     comparison is of the raw bytes;
-//   - MN ends a batch that ends with a no-op, once every request that must
-//     answer has answered;
+//   - a batch of quiet requests ends with a loud, tagged marker
+//     (`mg tiercache:end-of-batch O<n>`, answered EN or HD): its answer
+//     proves that every quiet request before it was answered. memcached's
+//     own `mn` would do the job but its MN carries no token, so a duplicated
+//     MN would end the next batch early and shift the stream for good;
+//   - MN is never expected (this client sends no `mn`);
 //   - error lines (ERROR, CLIENT_ERROR, SERVER_ERROR) carry no token. Where
 //     the oldest unanswered request must answer, the error is its answer;
 //     inside a run of quiet requests it belongs to an unknown one and is
@@ -218,19 +226,23 @@ class RequestBatch {
   size_t Delete(const WireKey& key, const DeleteRequest& request, bool quiet = false);
   // Never quiet: a quiet `ma` hides its result.
   size_t Arithmetic(const WireKey& key, const ArithmeticRequest& request);
-  // Appends `mn`: the batch is answered when MN arrives. Add nothing after it.
-  void EndWithNoop();
+  // Appends the end marker, after which the batch is complete when its
+  // answer arrives. REQUIRES: at least one request; nothing added after it.
+  // Costs memcached one lookup of a key that does not exist (counted in its
+  // get_misses).
+  void EndWithMarker();
+  static constexpr std::string_view kEndMarkerKey = "tiercache:end-of-batch";
 
   const std::string& bytes() const { return bytes_; }
-  size_t size() const { return requests_.size(); }
-  bool ends_with_noop() const { return noop_; }
+  // Requests added, not counting the end marker.
+  size_t size() const { return requests_.size() - (marked_ ? 1 : 0); }
   uint64_t first_opaque() const { return first_opaque_; }
   // "get 'user:42'": request i as an error message names it.
   std::string Describe(size_t i) const;
 
   enum class Progress { kMore, kComplete };
   // The next response read for this batch. Sets `response->request`; kComplete
-  // once every request has been answered (or the MN arrived). DataLoss naming
+  // once every request (and the end marker) has been answered. DataLoss naming
   // what did not match. REQUIRES: the batch was not complete yet.
   absl::StatusOr<Progress> Match(Response* response);
 
@@ -254,7 +266,7 @@ class RequestBatch {
   uint64_t first_opaque_;
   std::string bytes_;
   std::vector<Request> requests_;
-  bool noop_ = false;
+  bool marked_ = false;
   size_t next_ = 0;  // requests before this one are answered (or skipped quietly)
 };
 

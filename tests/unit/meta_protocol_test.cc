@@ -792,17 +792,18 @@ TEST(RequestBatchTest, RequestsCarryConsecutiveTokens) {
   EXPECT_EQ(batch.Set(Key("b c"), set), 1u);
   EXPECT_EQ(batch.Delete(Key("d"), DeleteRequest{}, /*quiet=*/true), 2u);
   EXPECT_EQ(batch.Arithmetic(Key("n"), ArithmeticRequest{}), 3u);
-  batch.EndWithNoop();
+  batch.EndWithMarker();
   EXPECT_EQ(batch.bytes(),
             "mg a v f c t k O41 q\r\n"
             "ms YiBj 1 b F0 T0 MS c O42\r\nx\r\n"
             "md d O43 q\r\n"
             "ma n v k MI D1 O44\r\n"
-            "mn\r\n");
+            "mg tiercache:end-of-batch O45\r\n");
   EXPECT_EQ(batch.size(), 4u);
   EXPECT_EQ(batch.Describe(0), "get \"a\" (O41)");
   EXPECT_EQ(batch.Describe(1), "store \"YiBj\" (base64) (O42)");
   EXPECT_EQ(batch.Describe(3), "incr/decr \"n\" (O44)");
+  EXPECT_EQ(batch.Describe(4), "the end of the batch (O45)");
 }
 
 // Parses `line` (one complete response) for a Match test.
@@ -907,7 +908,7 @@ TEST(RequestBatchTest, TheWrongKindOfAnswerIsDataLoss) {
               StatusIs(absl::StatusCode::kDataLoss, "VA is not an answer to store \"k\" (O1)"));
   RequestBatch quiet(1);
   quiet.Get(Key("k"), GetRequest{}, /*quiet=*/true);
-  quiet.EndWithNoop();
+  quiet.EndWithMarker();
   EXPECT_THAT(
       MatchBytes(quiet, "EN kk O1\r\n"),
       StatusIs(absl::StatusCode::kDataLoss, "EN is not an answer to get \"k\" (O1) (quiet)"));
@@ -921,13 +922,14 @@ TEST(RequestBatchTest, TheWrongKindOfAnswerIsDataLoss) {
 TEST(RequestBatchTest, QuietRunsSkipOnlyQuietRequests) {
   RequestBatch batch(10);
   for (const char* key : {"k0", "k1", "k2", "k3"}) batch.Get(Key(key), GetRequest{}, true);
-  batch.EndWithNoop();
+  batch.EndWithMarker();
   size_t request = 99;
   EXPECT_THAT(MatchBytes(batch, "VA 1 kk1 O11\r\na\r\n", &request), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(request, 1u);
   EXPECT_THAT(MatchBytes(batch, "VA 1 kk3 O13\r\nb\r\n", &request), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(request, 3u);
-  EXPECT_THAT(MatchBytes(batch, "MN\r\n"), IsOkAndHolds(Progress::kComplete));
+  EXPECT_THAT(MatchBytes(batch, "EN O14\r\n", &request), IsOkAndHolds(Progress::kComplete));
+  EXPECT_EQ(request, Response::kEndOfBatch);
 
   // A loud request cannot be skipped.
   RequestBatch loud(1);
@@ -942,7 +944,7 @@ TEST(RequestBatchTest, QuietRunsSkipOnlyQuietRequests) {
 TEST(RequestBatchTest, SwappedOrderAndSwappedTokensAreDataLoss) {
   RequestBatch swapped(10);
   for (const char* key : {"k0", "k1", "k2", "k3"}) swapped.Get(Key(key), GetRequest{}, true);
-  swapped.EndWithNoop();
+  swapped.EndWithMarker();
   EXPECT_THAT(MatchBytes(swapped, "VA 1 kk1 O11\r\na\r\n"), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(MatchBytes(swapped, "VA 1 kk0 O10\r\nb\r\n").status().code(),
             absl::StatusCode::kDataLoss);
@@ -950,23 +952,34 @@ TEST(RequestBatchTest, SwappedOrderAndSwappedTokensAreDataLoss) {
   // Tokens exchanged between k0's and k1's answers: k0's value under k1's token.
   RequestBatch tokens(10);
   for (const char* key : {"k0", "k1", "k2", "k3"}) tokens.Get(Key(key), GetRequest{}, true);
-  tokens.EndWithNoop();
+  tokens.EndWithMarker();
   EXPECT_THAT(
       MatchBytes(tokens, "VA 1 kk0 O11\r\na\r\n"),
       StatusIs(absl::StatusCode::kDataLoss, "the answer to get \"k1\" (O11) echoes key \"k0\""));
 }
 
-TEST(RequestBatchTest, NoopEndsOnlyWhatHasAnswered) {
+// memcached's MN carries no token: a duplicated one would end the next batch
+// early. This client never sends mn; its batches end with a tagged marker.
+TEST(RequestBatchTest, OnlyTheTaggedMarkerEndsABatch) {
+  RequestBatch mn(1);
+  mn.Get(Key("a"), GetRequest{}, /*quiet=*/true);
+  mn.EndWithMarker();
+  EXPECT_THAT(MatchBytes(mn, "MN\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "MN, but this client sends no mn (the answer to get \"a\" (O1) was due)"));
   RequestBatch early(1);
   early.Get(Key("a"), GetRequest{});
-  early.EndWithNoop();
-  EXPECT_THAT(MatchBytes(early, "MN\r\n"),
-              StatusIs(absl::StatusCode::kDataLoss, "MN before the answer to get \"a\" (O1)"));
-  RequestBatch none(1);
-  none.Get(Key("a"), GetRequest{});
+  early.EndWithMarker();
+  EXPECT_THAT(MatchBytes(early, "EN O2\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the answer to the end of the batch (O2) came before the answer to get "
+                       "\"a\" (O1): answers out of order"));
+  RequestBatch marker_value(1);
+  marker_value.Get(Key("a"), GetRequest{}, /*quiet=*/true);
+  marker_value.EndWithMarker();
   EXPECT_THAT(
-      MatchBytes(none, "MN\r\n"),
-      StatusIs(absl::StatusCode::kDataLoss, "MN where the answer to get \"a\" (O1) was due"));
+      MatchBytes(marker_value, "VA 1 O2\r\nx\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "VA is not an answer to the end of the batch (O2)"));
 }
 
 TEST(RequestBatchTest, UntaggedAnswersAreDataLoss) {
@@ -990,13 +1003,13 @@ TEST(RequestBatchTest, ErrorLinesAnswerALoudRequestOrFailAQuietRun) {
   SetRequest set;
   quiet.Set(Key("a"), set, true);
   quiet.Set(Key("b"), set, true);
-  quiet.EndWithNoop();
+  quiet.EndWithMarker();
   EXPECT_THAT(MatchBytes(quiet, "SERVER_ERROR out of memory storing object\r\n", &request),
               IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(request, Response::kUntagged);
   EXPECT_THAT(MatchBytes(quiet, "NS O2\r\n", &request), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(request, 1u);
-  EXPECT_THAT(MatchBytes(quiet, "MN\r\n"), IsOkAndHolds(Progress::kComplete));
+  EXPECT_THAT(MatchBytes(quiet, "HD O3\r\n"), IsOkAndHolds(Progress::kComplete));
 }
 
 TEST(RequestBatchTest, InStepErrors) {
