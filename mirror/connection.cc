@@ -166,6 +166,17 @@ absl::Status Connection::DownStatus() const {
 absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock,
                                                absl::Time deadline) {
   while (true) {
+    if (fd_ >= 0 && !pending_.empty() && !reader_active_ &&
+        absl::Now() - pending_.front()->sent >= options_.op_timeout) {
+      // The oldest request went unanswered for op_timeout and its caller has
+      // given up: if its answer ever comes it must not be read as the answer
+      // to what is sent next, and everything queued behind it is lost with
+      // it. Start the request about to be sent on a fresh connection.
+      ResetLocked(
+          absl::UnavailableError(absl::StrFormat("%s did not answer within %s", Describe(),
+                                                 absl::FormatDuration(options_.op_timeout))),
+          Retry::kAtOnce);
+    }
     if (fd_ >= 0 && pending_.empty() && !reader_active_) {
       // Idle: if the server closed its end (a restart), replace the socket
       // now rather than lose the next request to it.
