@@ -16,6 +16,14 @@
 // when memcached could not answer (timeout, server down, a refused request);
 // a miss is `std::nullopt`, `false` or `StoreResult::kNotStored`/`kNotFound`.
 //
+// Integrity: every request carries an opaque token unique on its connection,
+// and gets and counters ask for their key back; a response is used only if
+// its token, its key and its kind answer the request. Anything else (a
+// duplicated, reordered or unsolicited answer, another key's, garbage) is
+// DataLoss naming the server and the mismatch, and the connection is closed
+// and replaced: no call ever returns a value that belongs to another key.
+// See docs/design.md, "How a response is matched to its request".
+//
 // Keys: `key_prefix + key` must fit memcached's 250 bytes. Keys holding
 // spaces, control or non-ASCII bytes travel base64-encoded (the `b` flag), so
 // no key can inject a command; a key that cannot fit is InvalidArgument and
