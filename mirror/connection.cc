@@ -179,11 +179,11 @@ absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex
     }
     if (fd_ >= 0 && pending_.empty() && !reader_active_) {
       // Idle: if the server closed its end (a restart), replace the socket
-      // now rather than lose the next request to it.
+      // now rather than lose the next request to it. Bytes on it, with
+      // nothing outstanding, answer nothing we asked: none of them may be
+      // read as the answer to the request about to be sent, so they replace
+      // it too.
       char byte;
-      // Bytes on it, with nothing outstanding, answer nothing we asked: the
-      // stream is not ours any more, and none of it may be read as the
-      // answer to the request about to be sent.
       const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         ::close(fd_);

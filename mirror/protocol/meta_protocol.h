@@ -216,6 +216,9 @@ enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker };
 class RequestBatch {
  public:
   // Request i carries the token first_opaque + i.
+  // REQUIRES: first_opaque + (requests + marker) does not pass 2^64 (tokens
+  // come from a connection's counter, which starts at 1 and never wraps in
+  // practice; Match compares them as unsigned numbers).
   explicit RequestBatch(uint64_t first_opaque = 0) : first_opaque_(first_opaque) {}
   RequestBatch(RequestBatch&&) = default;
   RequestBatch& operator=(RequestBatch&&) = default;

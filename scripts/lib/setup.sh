@@ -21,6 +21,7 @@ TIERCACHE_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   memcached libmemcached-dev python3-pymemcache libmd-dev
   clang-format
+  clang libclang-rt-14-dev  # libFuzzer: scripts/fuzz
 )
 
 tiercache_log() { printf '==> %s\n' "$*" >&2; }
