@@ -137,6 +137,7 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   std::vector<std::vector<size_t>> by_server(impl_->servers_.size());
   for (size_t i = 0; i < keys.size(); ++i) by_server[impl_->ServerIndexFor(keys[i])].push_back(i);
   constexpr size_t kMinKeysPerPart = 32;
+  constexpr size_t kMaxKeyGuess = 32;  // typical keys; longer ones just regrow once
   for (size_t s = 0; s < by_server.size(); ++s) {
     const std::vector<size_t>& indexes = by_server[s];
     if (indexes.empty()) continue;
@@ -152,8 +153,10 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
       // Key j goes to part j * count / n: part p gets ceil((p+1)n/count) - ceil(pn/count).
       const auto ceil_div = [count](size_t x) { return (x + count - 1) / count; };
       const size_t size = ceil_div((p + 1) * indexes.size()) - ceil_div(p * indexes.size());
-      parts.push_back({connection, {}, RequestBatch(connection->ReserveOpaque(size))});
+      parts.push_back({connection, {}, RequestBatch(connection->ReserveOpaque(size + 1))});
       parts.back().keys_of.reserve(size);
+      // "mg <key> v f c t k O<token> q\r\n" is the key and about 40 bytes.
+      parts.back().batch.Reserve(size, size * (kMaxKeyGuess + 40) + 64);
     }
     for (size_t j = 0; j < indexes.size(); ++j) {
       const size_t i = indexes[j];

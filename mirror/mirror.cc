@@ -84,10 +84,11 @@ class Mirror::Impl {
     std::deque<Batch>& queue = queues_[server];
     if (queue.empty() || queue.back().count == options_.max_batch) {
       // A batch goes to its server's first connection (see SendBatch): its
-      // tokens are reserved there, for as many writes as it can hold.
+      // tokens are reserved there, for as many writes as it can hold and its
+      // end marker.
       queue.emplace_back();
       queue.back().requests = mirror_internal::RequestBatch(
-          client.servers_[server]->connections.front()->ReserveOpaque(options_.max_batch));
+          client.servers_[server]->connections.front()->ReserveOpaque(options_.max_batch + 1));
     }
     Batch& batch = queue.back();
     const size_t before = batch.requests.bytes().size();

@@ -215,13 +215,22 @@ enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker };
 // connection must be closed and nothing more read from it.
 class RequestBatch {
  public:
-  // Request i carries the token first_opaque + i.
+  // Request i carries the token first_opaque + i, and the end marker the
+  // one after the last request's: reserve size() + 1 tokens for a batch that
+  // ends with it.
   // REQUIRES: first_opaque + (requests + marker) does not pass 2^64 (tokens
   // come from a connection's counter, which starts at 1 and never wraps in
   // practice; Match compares them as unsigned numbers).
   explicit RequestBatch(uint64_t first_opaque = 0) : first_opaque_(first_opaque) {}
   RequestBatch(RequestBatch&&) = default;
   RequestBatch& operator=(RequestBatch&&) = default;
+
+  // Room for `requests` requests and `bytes` encoded bytes, when the caller
+  // knows (a GetMany part, a Mirror batch): no regrowth while encoding.
+  void Reserve(size_t requests, size_t bytes) {
+    requests_.reserve(requests + 1);  // and the end marker
+    bytes_.reserve(bytes);
+  }
 
   // Each appends one request and returns its index in the batch.
   size_t Get(const WireKey& key, const GetRequest& request, bool quiet = false);

@@ -363,6 +363,13 @@ class MisbehavingMemcached {
   }
   void Disarm() { Arm(Arming{}); }
 
+  // The O token of every request received so far, with the number of the
+  // client connection (in order of acceptance, from 0) it came on.
+  std::vector<std::pair<int, std::string>> tokens() const {
+    std::lock_guard<std::mutex> hold(mu_);
+    return tokens_;
+  }
+
   // Requests that received a fault so far (over every arming).
   int faults_applied() const {
     std::lock_guard<std::mutex> hold(mu_);
@@ -409,7 +416,8 @@ class MisbehavingMemcached {
   // thread that owns both descriptors.
   class Session {
    public:
-    Session(MisbehavingMemcached& proxy, int client_fd) : proxy_(proxy), client_fd_(client_fd) {}
+    Session(MisbehavingMemcached& proxy, int client_fd, int id)
+        : proxy_(proxy), client_fd_(client_fd), id_(id) {}
     ~Session() {
       ::close(client_fd_);
       if (upstream_fd_ >= 0) ::close(upstream_fd_);
@@ -487,7 +495,10 @@ class MisbehavingMemcached {
       if (!Send(upstream_fd_, is_mn ? request.bytes : request.bytes + "mn\r\n")) return false;
       std::string answer;
       if (!ReadAnswer(is_mn, answer)) return false;
-      if (!request.opaque.empty()) last_opaque_ = request.opaque;
+      if (!request.opaque.empty()) {
+        last_opaque_ = request.opaque;
+        proxy_.RecordToken(id_, request.opaque);
+      }
       return Deliver(request, answer);
     }
 
@@ -655,6 +666,7 @@ class MisbehavingMemcached {
 
     MisbehavingMemcached& proxy_;
     const int client_fd_;
+    const int id_;  // the order in which the proxy accepted this connection, from 0
     int upstream_fd_ = -1;
     std::string client_in_;    // client bytes not yet framed into a request
     std::string upstream_in_;  // upstream bytes not yet framed into an answer
@@ -675,11 +687,12 @@ class MisbehavingMemcached {
         return;  // out of descriptors, or worse: accept no more
       }
       misbehaving_internal::SetNoDelay(fd);
+      int id = 0;
       {
         std::lock_guard<std::mutex> hold(mu_);
-        ++connections_accepted_;
+        id = connections_accepted_++;
       }
-      connection_threads_.emplace_back([this, fd] { Session(*this, fd).Run(); });
+      connection_threads_.emplace_back([this, fd, id] { Session(*this, fd, id).Run(); });
     }
   }
 
@@ -705,6 +718,11 @@ class MisbehavingMemcached {
     return arming_;
   }
 
+  void RecordToken(int connection, const std::string& token) {
+    std::lock_guard<std::mutex> hold(mu_);
+    tokens_.emplace_back(connection, token);
+  }
+
   void CountStray() {
     std::lock_guard<std::mutex> hold(mu_);
     ++strays_written_;
@@ -723,11 +741,12 @@ class MisbehavingMemcached {
   std::vector<std::thread> connection_threads_;
 
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;  // faults_applied_ or strays_written_ grew
-  Arming arming_;                       // guarded by mu_; count is what is left of it
-  int faults_applied_ = 0;              // guarded by mu_
-  int connections_accepted_ = 0;        // guarded by mu_
-  int strays_written_ = 0;              // guarded by mu_
+  mutable std::condition_variable cv_;               // faults_applied_ or strays_written_ grew
+  Arming arming_;                                    // guarded by mu_; count is what is left of it
+  int faults_applied_ = 0;                           // guarded by mu_
+  int connections_accepted_ = 0;                     // guarded by mu_
+  std::vector<std::pair<int, std::string>> tokens_;  // guarded by mu_
+  int strays_written_ = 0;                           // guarded by mu_
 };
 
 }  // namespace tiercache::testing

@@ -18,7 +18,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -378,6 +381,36 @@ TEST_F(WireIntegrityTest, ADuplicatedAnswerDoesNotShiftTheConnection) {
   EXPECT_EQ(data_loss, 1);
   // A Set after it is answered as a Set.
   EXPECT_TRUE(Run(*client, Op::kSet, 1, &wrong).ok());
+}
+
+// Tokens name requests only if they never repeat on a connection: a batch
+// ends with a marker that takes a token too (a regression: GetMany and the
+// Mirror reserved one token too few, so a batch's marker shared its token
+// with the next request on the connection).
+TEST_F(WireIntegrityTest, TokensNeverRepeatOnAConnection) {
+  std::unique_ptr<MemcachedClient> client = Client();
+  MirrorOptions options;
+  options.max_batch = 3;
+  auto mirror = Mirror::Create(client.get(), options);
+  ASSERT_TRUE(mirror.ok());
+  int wrong = 0;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(Run(*client, Op::kGetMany, i, &wrong).ok());
+    ASSERT_TRUE(Run(*client, Op::kGet, i, &wrong).ok());
+    ASSERT_TRUE((*mirror)->ReplicateValue(KeyOf(i), ValueOf(KeyOf(i))).ok());
+    ASSERT_TRUE(Run(*client, Op::kIncrement, i, &wrong).ok());
+  }
+  ASSERT_TRUE((*mirror)->Flush(absl::Seconds(5)).ok());
+  EXPECT_EQ(wrong, 0);
+  std::map<int, std::set<std::string>> seen;
+  size_t requests = 0;
+  for (const auto& [connection, token] : proxy_.tokens()) {
+    EXPECT_TRUE(seen[connection].insert(token).second)
+        << "token " << token << " twice on connection " << connection;
+    ++requests;
+  }
+  // 20 x (GetMany of 4 + its marker, Get, Increment), and the mirror's writes and markers.
+  EXPECT_GE(requests, 20u * 7 + 20);
 }
 
 // ---------------------------------------------------------------------------
