@@ -166,30 +166,32 @@ absl::Status Connection::DownStatus() const {
 absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock,
                                                absl::Time deadline) {
   while (true) {
-    if (fd_ >= 0 && !pending_.empty() && !reader_active_ &&
-        absl::Now() - pending_.front()->sent >= options_.op_timeout) {
-      // The oldest request went unanswered for op_timeout and its caller has
-      // given up: if its answer ever comes it must not be read as the answer
-      // to what is sent next, and everything queued behind it is lost with
-      // it. Start the request about to be sent on a fresh connection.
-      ResetLocked(
-          absl::UnavailableError(absl::StrFormat("%s did not answer within %s", Describe(),
-                                                 absl::FormatDuration(options_.op_timeout))),
-          Retry::kAtOnce);
+    if (fd_ >= 0 && !reader_active_ && Overdue()) {
+      // Nobody is reading, and the oldest request is op_timeout old: its
+      // caller has given up, or is busy elsewhere (the Mirror's sender waits
+      // on one server at a time). Its answer may be sitting unread: read
+      // what has arrived before judging.
+      ReadAvailableLocked();
+      if (fd_ >= 0 && Overdue()) {
+        // Unanswered for op_timeout: if its answer ever comes it must not be
+        // read as the answer to what is sent next, and everything queued
+        // behind it is lost with it. Send on a fresh connection.
+        ResetLocked(
+            absl::UnavailableError(absl::StrFormat("%s did not answer within %s", Describe(),
+                                                   absl::FormatDuration(options_.op_timeout))),
+            Retry::kAtOnce);
+      }
     }
     if (fd_ >= 0 && pending_.empty() && !reader_active_) {
       // Idle: if the server closed its end (a restart), replace the socket
-      // now rather than lose the next request to it. Bytes on it, with
-      // nothing outstanding, answer nothing we asked: none of them may be
-      // read as the answer to the request about to be sent, so they replace
-      // it too.
+      // now rather than lose the next request to it. Bytes on it, or part of
+      // a response left in the parser, with nothing outstanding answer
+      // nothing we asked: none of them may be read as the answer to the
+      // request about to be sent, so they replace it too.
       char byte;
       const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-        ::close(fd_);
-        fd_ = -1;
-        ++generation_;
-        parser_.Reset();
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || parser_.buffered() != 0) {
+        CloseSocketLocked();
       }
     }
     if (fd_ >= 0) return absl::OkStatus();
@@ -293,33 +295,55 @@ void Connection::DispatchLocked() {
                   Retry::kAtOnce);
       return;
     }
-    const bool out_of_step =
-        (response.code == Response::Code::kError || response.code == Response::Code::kClientError ||
-         response.code == Response::Code::kServerError) &&
-        !IsInStepError(response);
-    std::string error_line;
-    if (out_of_step) error_line = response.message;
     if (response.request != Response::kEndOfBatch) {
       exchange.responses.push_back(std::move(response));
     }
     if (*progress == RequestBatch::Progress::kComplete) CompleteFrontLocked(absl::OkStatus());
-    if (out_of_step) {
-      // That request has its answer; what follows it cannot be trusted.
-      ResetLocked(absl::DataLossError(absl::StrFormat(
-                      "%s answered an error (%s) that shows it did not read a request as sent; "
-                      "the connection is closed",
-                      Describe(), error_line)),
-                  Retry::kAtOnce);
-      return;
-    }
   }
 }
 
-void Connection::ResetLocked(absl::Status why, Retry retry) {
-  if (fd_ >= 0) ::close(fd_);
+bool Connection::Overdue() const {
+  return !pending_.empty() && absl::Now() - pending_.front()->sent >= options_.op_timeout;
+}
+
+void Connection::ReadAvailableLocked() {
+  read_buffer_.resize(kReadChunk);
+  while (fd_ >= 0) {
+    const ssize_t received = ::recv(fd_, read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
+    if (received > 0) {
+      parser_.Feed(std::string_view(read_buffer_.data(), static_cast<size_t>(received)));
+      DispatchLocked();
+      continue;
+    }
+    if (received < 0 && errno == EINTR) continue;
+    if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    ResetLocked(absl::UnavailableError(
+        received == 0 ? absl::StrFormat("%s closed the connection", Describe())
+                      : absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(errno))));
+    return;
+  }
+}
+
+void Connection::CloseSocketLocked() {
+  if (fd_ >= 0) {
+    if (reader_active_ && fd_ == reader_fd_) {
+      // The reader is polling this descriptor without the lock. Closing it
+      // now would let the next connect reuse its number, and the reader
+      // would read the new stream's bytes as the old one's. Shut it down
+      // instead (which also ends the reader's wait); the reader closes it.
+      ::shutdown(fd_, SHUT_RDWR);
+      reader_closes_ = true;
+    } else {
+      ::close(fd_);
+    }
+  }
   fd_ = -1;
   ++generation_;
   parser_.Reset();
+}
+
+void Connection::ResetLocked(absl::Status why, Retry retry) {
+  CloseSocketLocked();
   while (!pending_.empty()) CompleteFrontLocked(why);
   if (retry == Retry::kAtOnce) {
     next_attempt_ = absl::InfinitePast();
@@ -378,6 +402,7 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
     // Become the reader until our exchange is done or the deadline passes.
     reader_active_ = true;
     const int fd = fd_;
+    reader_fd_ = fd;
     const uint64_t generation = generation_;
     lock.unlock();
     read_buffer_.resize(kReadChunk);
@@ -390,6 +415,10 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
     }
     lock.lock();
     reader_active_ = false;
+    if (reader_closes_) {  // reset while this thread read: see CloseSocketLocked
+      ::close(fd);
+      reader_closes_ = false;
+    }
     if (generation == generation_) {
       if (received > 0) {
         parser_.Feed(std::string_view(read_buffer_.data(), static_cast<size_t>(received)));

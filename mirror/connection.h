@@ -18,9 +18,10 @@
 // costs one send and one receive in the calling thread.
 //
 // Failure handling, all under the lock:
-//   - a closed, reset or malformed stream resets the connection: every
-//     pending exchange fails with Unavailable (or DataLoss), the socket is
-//     closed, and reconnects back off exponentially with jitter;
+//   - a closed or reset stream resets the connection: every pending
+//     exchange fails with Unavailable, the socket is closed, and reconnects
+//     back off exponentially with jitter; a malformed or desynced stream does
+//     the same with DataLoss, but the next call reconnects at once;
 //   - while backing off, calls fail at once (Unavailable) instead of waiting;
 //   - a reader that sees no byte for op_timeout while the oldest request is
 //     overdue declares the server unresponsive and resets;
@@ -28,8 +29,10 @@
 //     sent bytes nobody asked for, is noticed and replaced before a request
 //     is sent on it;
 //   - an error line that shows the server did not read a request as it was
-//     framed (see IsInStepError) is that request's answer, and then resets
-//     the connection like a desync;
+//     framed (see IsInStepError) is a desync too;
+//   - a request is not queued behind one unanswered for op_timeout that
+//     nobody is reading for: what has arrived is read first, and if the
+//     answer is still missing the connection is replaced;
 //   - no caller waits past its deadline: the lock itself is a timed mutex,
 //     and a caller that gives up leaves its exchange to be answered and
 //     dropped, keeping the stream in step.
@@ -123,6 +126,14 @@ class Connection {
   enum class Retry { kAfterBackoff, kAtOnce };
   void ResetLocked(absl::Status why, Retry retry = Retry::kAfterBackoff);
   void CompleteFrontLocked(absl::Status status);
+  // REQUIRES: lock held. Closes the socket (or, while a reader polls it,
+  // shuts it down for the reader to close) and forgets the stream.
+  void CloseSocketLocked();
+  // REQUIRES: lock held, no reader. Reads and dispatches whatever has
+  // arrived, without waiting.
+  void ReadAvailableLocked();
+  // REQUIRES: lock held. The oldest pending request is op_timeout old.
+  bool Overdue() const;
   // REQUIRES: lock held. If nobody reads, wakes one caller still waiting so
   // that it becomes the reader.
   void HandOffReadingLocked();
@@ -138,9 +149,13 @@ class Connection {
   uint64_t generation_ = 0;  // bumped by every reset: a reader's fd may be stale
   bool connecting_ = false;
   bool reader_active_ = false;
+  int reader_fd_ = -1;          // the descriptor the reader polls
+  bool reader_closes_ = false;  // reader_fd_ was shut down: the reader closes it
   std::deque<std::shared_ptr<Exchange>> pending_;
   ResponseParser parser_;
-  std::string read_buffer_;  // used by the reader only, outside the lock
+  // Used by the reader outside the lock, or by ReadAvailableLocked under the
+  // lock while nobody reads.
+  std::string read_buffer_;
   std::atomic<uint64_t> next_opaque_{1};
   // Reconnect schedule while down.
   absl::Time next_attempt_ = absl::InfinitePast();

@@ -121,13 +121,12 @@ absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
   found.reserve(keys.size());
   // Quiet gets, each with its token, then the batch's end marker: misses
   // send nothing, hits carry their token and key, the marker's answer ends
-  // the batch. A long list is split
-  // over the server's connections, sent on all of them before any answer is
-  // awaited: memcached serves each connection on its own worker thread, and
-  // it spends more per key on a meta get than the client does.
-  // Parts: per server, and a long list split over that server's connections.
-  // Each part's tokens are reserved on its connection; `keys_of` maps a
-  // request of the part back to its key.
+  // the batch. A long list is split over the server's connections, sent on
+  // all of them before any answer is awaited: memcached serves each
+  // connection on its own worker thread, and it spends more per key on a meta
+  // get than the client does. So there is a part per server, or several for
+  // a long list; each part's tokens are reserved on its connection, and
+  // `keys_of` maps a request of the part back to its key.
   struct Part {
     Connection* connection;
     std::vector<size_t> keys_of;

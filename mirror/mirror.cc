@@ -346,6 +346,12 @@ absl::StatusOr<std::unique_ptr<Mirror>> Mirror::Create(MemcachedClient* l2, Mirr
     return absl::InvalidArgumentError(
         "max_queued_writes, max_queued_bytes and max_batch must be >= 1");
   }
+  // Each batch reserves max_batch + 1 opaque tokens on its connection.
+  constexpr size_t kMaxBatch = size_t{1} << 20;
+  if (options.max_batch > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_batch is %d; the limit is %d writes per batch", options.max_batch, kMaxBatch));
+  }
   return std::unique_ptr<Mirror>(new Mirror(std::make_unique<Impl>(l2, std::move(options))));
 }
 

@@ -431,8 +431,6 @@ void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, cons
   AppendTagAndEnd(tag, out);
 }
 
-void EncodeNoop(std::string* out) { out->append("mn\r\n"); }
-
 void ResponseParser::Feed(std::string_view bytes) {
   // Nothing after a malformed response can be trusted; keep no more of it.
   if (!failed_.ok()) return;
@@ -474,9 +472,8 @@ void ResponseParser::Reset() {
 size_t RequestBatch::Add(const WireKey& key, Command command, bool value, bool quiet) {
   // Every request starts "<cm> <key>": the key's bytes are kept where they
   // are, in the encoded batch.
-  requests_.push_back(Request{static_cast<uint32_t>(bytes_.size() + 3),
-                              static_cast<uint8_t>(key.text.size()), key.base64, command, value,
-                              quiet});
+  requests_.push_back(Request{bytes_.size() + 3, static_cast<uint8_t>(key.text.size()), key.base64,
+                              command, value, quiet});
   return requests_.size() - 1;
 }
 
@@ -550,10 +547,6 @@ std::string_view CodeName(Code code) {
       return "SERVER_ERROR";
   }
   return "?";
-}
-
-bool IsErrorLine(Code code) {
-  return code == Code::kError || code == Code::kClientError || code == Code::kServerError;
 }
 
 // The raw bytes of a key as sent or echoed; nullopt if base64 that does not
@@ -643,6 +636,14 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
         absl::StrCat("MN, but this client sends no mn (the answer to ", due(), " was due)"));
   }
   if (IsErrorLine(response->code)) {
+    if (!IsInStepError(*response)) {
+      const std::string line =
+          absl::StrCat(AsAbsl(CodeName(response->code)), response->message.empty() ? "" : " ",
+                       response->message);
+      return absl::DataLossError(
+          absl::StrCat("the server answered ", Quote(line), " where the answer to ", due(),
+                       " was due: it did not read a request as it was sent"));
+    }
     const bool loud = next_ < requests_.size() && !requests_[next_].quiet;
     if (loud && requests_[next_].command != Command::kEndMarker) {
       response->request = next_++;
@@ -676,6 +677,10 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
   response->request = requests_[i].command == Command::kEndMarker ? Response::kEndOfBatch : i;
   next_ = i + 1;
   return progress();
+}
+
+bool IsErrorLine(Response::Code code) {
+  return code == Code::kError || code == Code::kClientError || code == Code::kServerError;
 }
 
 bool IsInStepError(const Response& response) {

@@ -104,10 +104,10 @@ struct ArithmeticRequest {
 void EncodeArithmetic(const WireKey& key, const ArithmeticRequest& request, const RequestTag& tag,
                       std::string* out);
 
-// mn: answered by MN after everything sent before it. MN carries no token
-// (memcached 1.6.18 ignores flags on mn), so a duplicated MN cannot be told
-// from the real one: batches end with a tagged marker instead (RequestBatch).
-void EncodeNoop(std::string* out);
+// memcached's `mn` (answered by MN after everything sent before it) is not
+// used: MN carries no token (1.6.18 ignores flags on mn), so a duplicated MN
+// cannot be told from the real one. Batches end with a tagged marker instead
+// (RequestBatch).
 
 struct Response {
   enum class Code {
@@ -207,10 +207,15 @@ enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker };
 //     own `mn` would do the job but its MN carries no token, so a duplicated
 //     MN would end the next batch early and shift the stream for good;
 //   - MN is never expected (this client sends no `mn`);
-//   - error lines (ERROR, CLIENT_ERROR, SERVER_ERROR) carry no token. Where
-//     the oldest unanswered request must answer, the error is its answer;
-//     inside a run of quiet requests it belongs to an unknown one and is
-//     marked Response::kUntagged (its batch fails as a whole).
+//   - error lines (ERROR, CLIENT_ERROR, SERVER_ERROR) carry no token. One
+//     that memcached sends for a well-formed request it refuses
+//     (IsInStepError) answers the oldest unanswered request where that one
+//     must answer; inside a run of quiet requests it belongs to an unknown
+//     one and is marked Response::kUntagged (its batch fails as a whole; if
+//     it was in fact the end marker's answer, the batch ends at its deadline).
+//     Any other error line means the server did not read a request as it was
+//     framed — memcached then reads the rest of it as a new command and
+//     answers that too — so it is DataLoss like a mismatch.
 // A DataLoss from Match means the stream no longer follows the requests: the
 // connection must be closed and nothing more read from it.
 class RequestBatch {
@@ -261,8 +266,8 @@ class RequestBatch {
  private:
   // What request i promised about its answer; its key is in `bytes_`.
   struct Request {
-    uint32_t key_offset;
-    uint8_t key_size;  // wire keys are at most 250 bytes
+    size_t key_offset;  // a Mirror batch of large values may pass 4 GiB
+    uint8_t key_size;   // wire keys are at most 250 bytes
     bool key_base64;
     Command command;
     bool value;  // v: a hit carries the value
@@ -282,6 +287,8 @@ class RequestBatch {
   size_t next_ = 0;  // requests before this one are answered (or skipped quietly)
 };
 
+// ERROR, CLIENT_ERROR or SERVER_ERROR: a line with no token.
+bool IsErrorLine(Response::Code code);
 // True for the error lines memcached 1.6.18 sends for well-formed requests it
 // refuses (a non-numeric counter, out of memory, an item too large), after
 // which the stream is still in step. Any other error line (ERROR, a

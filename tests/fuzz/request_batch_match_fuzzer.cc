@@ -91,10 +91,6 @@ struct Sent {
   std::string raw_key;  // prefix + key: what an echoed key must decode to
 };
 
-bool IsErrorLine(Code code) {
-  return code == Code::kError || code == Code::kClientError || code == Code::kServerError;
-}
-
 // The codes memcached 1.6.18 answers each request with; a quiet request
 // hides its success (EN for a get, HD for a store or a delete).
 bool CanAnswer(const Sent& r, Code code) {
@@ -202,6 +198,9 @@ void FuzzOneInput(std::string_view bytes) {
     }
 
     if (code == Code::kNoop) Fail("MN accepted");
+    if (IsErrorLine(code) && !IsInStepError(response)) {
+      Fail(absl::StrCat("an error line that shows a desync accepted: ", Escaped(response.message)));
+    }
 
     const size_t i = response.request;
     if (i == Response::kUntagged) {

@@ -299,6 +299,9 @@ class MisbehavingMemcached {
     kCloseMidValue,
     // The request is forwarded but nothing is written for its answer.
     kSilent,
+    // The answer is replaced by Arming::replacement (an error line, an MN,
+    // an answer of the wrong kind, ...).
+    kReplace,
   };
 
   struct Arming {
@@ -306,6 +309,7 @@ class MisbehavingMemcached {
     std::string command;  // "mg", "ms", "md", "ma", "mn", ...; empty: any request but "mn"
     int count = 1;        // how many matching requests get the fault (then it behaves)
     std::string wrong_key = "otherkey";  // for kWrongKey and kUnsolicited
+    std::string replacement;             // for kReplace
   };
 
   // `upstream_address`: "127.0.0.1:<port>" (a numeric IPv4 address) or a unix
@@ -570,6 +574,8 @@ class MisbehavingMemcached {
           return true;
         case Fault::kGarbage:
           return Send(client_fd_, "\x01\xffgarbage \x7f\r\n");
+        case Fault::kReplace:
+          return Send(client_fd_, fault->replacement);
         case Fault::kHugeLength: {
           const std::optional<std::string> opaque = misbehaving_internal::FindFlag(answer, 'O');
           return Send(client_fd_, "VA 4294967296" + (opaque ? " O" + *opaque : "") + "\r\n");

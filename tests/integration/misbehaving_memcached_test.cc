@@ -271,6 +271,17 @@ TEST_F(MisbehavingMemcachedTest, GarbageReplacesTheAnswer) {
   EXPECT_EQ(client.ReadLike(kAnswerA), kAnswerA);
 }
 
+TEST_F(MisbehavingMemcachedTest, ReplaceWritesTheGivenBytesInsteadOfTheAnswer) {
+  MisbehavingMemcached::Arming arming = Arm(Fault::kReplace, "mg");
+  arming.replacement = "ERROR\r\n";
+  proxy_.Arm(arming);
+  RawConnection client(proxy_.address());
+  client.Send("mg a v O1\r\n");
+  EXPECT_EQ(client.ReadLike("ERROR\r\n"), "ERROR\r\n");
+  client.Send("mg a v O1\r\n");
+  EXPECT_EQ(client.ReadLike(kAnswerA), kAnswerA);
+}
+
 TEST_F(MisbehavingMemcachedTest, HugeLengthAnnouncesAValueThatNeverComes) {
   proxy_.Arm(Arm(Fault::kHugeLength, "mg", 2));
   RawConnection client(proxy_.address());

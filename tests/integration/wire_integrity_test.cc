@@ -88,10 +88,18 @@ std::string Name(Outcome outcome) {
   return "?";
 }
 
+Arming Armed(Fault fault, std::string command, int count) {
+  Arming arming;
+  arming.fault = fault;
+  arming.command = std::move(command);
+  arming.count = count;
+  return arming;
+}
+
 std::string FaultName(Fault fault) {
   static const char* const kNames[] = {"None",     "Duplicate",     "SwapOrder", "SwapOpaque",
                                        "WrongKey", "Unsolicited",   "Garbage",   "HugeLength",
-                                       "Trickle",  "CloseMidValue", "Silent"};
+                                       "Trickle",  "CloseMidValue", "Silent",    "Replace"};
   return kNames[static_cast<int>(fault)];
 }
 
@@ -156,9 +164,11 @@ class WireIntegrityTest : public ::testing::Test {
     options.servers = {proxy_.address()};
     options.op_timeout = kOpTimeout;
     options.connections_per_server = connections;
-    // A server that failed is retried soon: tests wait for recovery, not backoff.
-    options.reconnect_backoff = absl::Milliseconds(1);
-    options.max_reconnect_backoff = absl::Milliseconds(5);
+    // No reconnect backoff: after a server closed or went silent the next
+    // call reconnects at once, so every outcome below is exact (with a
+    // backoff, calls in its window fail fast by design).
+    options.reconnect_backoff = absl::ZeroDuration();
+    options.max_reconnect_backoff = absl::ZeroDuration();
     return options;
   }
 
@@ -211,15 +221,6 @@ class WireIntegrityTest : public ::testing::Test {
     return absl::InternalError("unknown op");
   }
 
-  // A server that closed or went silent is down for the client's reconnect
-  // backoff (1 ms +-50% here), during which calls fail fast by design; a
-  // desync reconnects at once. Waits out that timer where the fault set it.
-  static void WaitOutBackoff(Fault fault) {
-    if (fault == Fault::kCloseMidValue || fault == Fault::kSilent) {
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-  }
-
   // Retries `op` until it succeeds (the server behaves again); false after 3 s.
   bool Recovers(MemcachedClient& client, Op op, int i, int* wrong) {
     const absl::Time give_up = absl::Now() + absl::Seconds(3);
@@ -262,7 +263,7 @@ TEST_P(SingleThreadTest, NoWrongValueAndTheClientRecovers) {
   ASSERT_TRUE(Run(*client, c.op, 0, &wrong).ok());  // connected, and a baseline
   const int connections_before = proxy_.connections_accepted();
 
-  proxy_.Arm({c.fault, CommandOf(c.op), 1});
+  proxy_.Arm(Armed(c.fault, CommandOf(c.op), 1));
   const absl::Time start = absl::Now();
   const absl::Status armed = Run(*client, c.op, 1, &wrong);
   const absl::Duration took = absl::Now() - start;
@@ -272,7 +273,6 @@ TEST_P(SingleThreadTest, NoWrongValueAndTheClientRecovers) {
   if (c.fault == Fault::kUnsolicited) {
     ASSERT_TRUE(proxy_.WaitForStrayWritten(1, std::chrono::seconds(2)));
   }
-  WaitOutBackoff(c.fault);
   const absl::Status after = Run(*client, c.op, 2, &wrong);
   EXPECT_EQ(Name(OutcomeOf(after)), Name(c.after)) << after;
   const absl::Status& failed = c.armed != Outcome::kOk ? armed : after;
@@ -339,7 +339,7 @@ TEST_F(WireIntegrityTest, ASilentServerFailsTheCallInTime) {
     int wrong = 0;
     ASSERT_TRUE(Run(*client, op, 0, &wrong).ok());
     const int applied = proxy_.faults_applied();
-    proxy_.Arm({Fault::kSilent, CommandOf(op), 1});
+    proxy_.Arm(Armed(Fault::kSilent, CommandOf(op), 1));
     const absl::Time start = absl::Now();
     const absl::Status status = Run(*client, op, 1, &wrong);
     const absl::Duration took = absl::Now() - start;
@@ -361,13 +361,71 @@ TEST_F(WireIntegrityTest, ASilentServerFailsTheCallInTime) {
   }
 }
 
+// Error lines and MN where an answer was due: an error memcached sends for a
+// well-formed request (out of memory, a non-numeric counter) is that call's
+// error and the stream stays in step; any other error line, or an MN (this
+// client sends no mn), is a desync.
+TEST_F(WireIntegrityTest, ErrorLinesAndMnInPlaceOfAnswers) {
+  struct Case {
+    Op op;
+    std::string replacement;
+    absl::StatusCode armed;
+    int connections_added;  // by the call after it
+  };
+  const std::vector<Case> cases = {
+      {Op::kGet, "ERROR\r\n", absl::StatusCode::kDataLoss, 1},
+      {Op::kGet, "CLIENT_ERROR bad command line format\r\n", absl::StatusCode::kDataLoss, 1},
+      {Op::kGet, "MN\r\n", absl::StatusCode::kDataLoss, 1},
+      {Op::kSet, "SERVER_ERROR out of memory storing object\r\n",
+       absl::StatusCode::kResourceExhausted, 0},
+      {Op::kIncrement, "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+       absl::StatusCode::kFailedPrecondition, 0},
+      {Op::kSet, "CLIENT_ERROR bad data chunk\r\nERROR\r\n", absl::StatusCode::kDataLoss, 1},
+      // In a quiet run the error belongs to an unknown request: the batch fails.
+      {Op::kGetMany, "SERVER_ERROR out of memory storing object\r\n",
+       absl::StatusCode::kResourceExhausted, 0},
+      {Op::kGetMany, "MN\r\n", absl::StatusCode::kDataLoss, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat(Name(c.op), " answered ", c.replacement));
+    std::unique_ptr<MemcachedClient> client = Client();
+    int wrong = 0;
+    ASSERT_TRUE(Run(*client, c.op, 0, &wrong).ok());
+    Arming arming = Armed(Fault::kReplace, CommandOf(c.op), 1);
+    arming.replacement = c.replacement;
+    proxy_.Arm(arming);
+    const absl::Status armed = Run(*client, c.op, 1, &wrong);
+    EXPECT_EQ(armed.code(), c.armed) << armed;
+    const int connections = proxy_.connections_accepted();
+    EXPECT_TRUE(Run(*client, c.op, 2, &wrong).ok());
+    EXPECT_EQ(proxy_.connections_accepted(), connections + c.connections_added);
+    EXPECT_EQ(wrong, 0);
+  }
+}
+
+// The Mirror's batch marker answered by an error line: the batch fails.
+TEST_F(WireIntegrityTest, AnErrorInPlaceOfTheBatchMarkerFailsTheBatch) {
+  std::unique_ptr<MemcachedClient> client = Client();
+  auto mirror = Mirror::Create(client.get());
+  ASSERT_TRUE(mirror.ok());
+  Arming arming = Armed(Fault::kReplace, "mg", 1);
+  arming.replacement = "ERROR\r\n";
+  proxy_.Arm(arming);
+  ASSERT_TRUE((*mirror)->ReplicateValue("m:1", "one").ok());
+  ASSERT_TRUE((*mirror)->Flush(kOpTimeout + kSlack).ok());
+  EXPECT_EQ((*mirror)->Stats().failed, 1u);
+  ASSERT_TRUE((*mirror)->ReplicateValue("m:2", "two").ok());
+  ASSERT_TRUE((*mirror)->Flush(kOpTimeout + kSlack).ok());
+  EXPECT_EQ((*mirror)->Stats().replicated, 1u);
+}
+
 // The first report: after one duplicated answer, every later Get
 // returned the previous request's value with OK, for good.
 TEST_F(WireIntegrityTest, ADuplicatedAnswerDoesNotShiftTheConnection) {
   std::unique_ptr<MemcachedClient> client = Client();
   int wrong = 0;
   ASSERT_TRUE(Run(*client, Op::kGet, 0, &wrong).ok());
-  proxy_.Arm({Fault::kDuplicateAnswer, "mg", 1});
+  proxy_.Arm(Armed(Fault::kDuplicateAnswer, "mg", 1));
   int data_loss = 0;
   for (int i = 1; i < kKeys; ++i) {
     const absl::Status status = Run(*client, Op::kGet, i, &wrong);
@@ -468,10 +526,13 @@ TEST_P(ConcurrentTest, EightThreadsOnFourConnectionsNeverGetAnotherKeysValue) {
   const Fault fault = GetParam();
   std::unique_ptr<MemcachedClient> client = Client(/*connections=*/4);
   constexpr int kFaults = 12;
-  for (Op op : {Op::kGet, Op::kGetMany, Op::kIncrement}) {
+  // Delete last: it empties the keys the others read.
+  for (Op op : {Op::kGet, Op::kGetMany, Op::kIncrement, Op::kSet, Op::kDelete}) {
     SCOPED_TRACE(Name(op));
+    // Stores and deletes do not ask for their key back: no echo to break.
+    if (fault == Fault::kWrongKey && (op == Op::kSet || op == Op::kDelete)) continue;
     const int applied = proxy_.faults_applied();
-    proxy_.Arm({fault, CommandOf(op), kFaults});
+    proxy_.Arm(Armed(fault, CommandOf(op), kFaults));
     Tally tally;
     Hammer(*client, op, &tally);
     proxy_.Disarm();
@@ -497,11 +558,9 @@ TEST_P(ConcurrentTest, EightThreadsOnFourConnectionsNeverGetAnotherKeysValue) {
       // so that the next round's faults find connections without one.
       EXPECT_TRUE(proxy_.WaitForStrayWritten(proxy_.faults_applied(), std::chrono::seconds(2)));
     }
-    WaitOutBackoff(fault);
     Tally settle;
     Hammer(*client, op, &settle);
     EXPECT_EQ(settle.wrong, 0);
-    WaitOutBackoff(fault);
     Tally clean;
     Hammer(*client, op, &clean);
     EXPECT_EQ(clean.wrong, 0);
@@ -524,7 +583,7 @@ INSTANTIATE_TEST_SUITE_P(Faults, ConcurrentTest,
 // connections handed 19,314 of 19,317 Gets another key's value.
 TEST_F(WireIntegrityTest, AnswersOutOfOrderNeverReachAnotherCaller) {
   std::unique_ptr<MemcachedClient> client = Client(/*connections=*/4);
-  proxy_.Arm({Fault::kSwapOrder, "mg", 1000000});
+  proxy_.Arm(Armed(Fault::kSwapOrder, "mg", 1000000));
   Tally tally;
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
@@ -576,14 +635,13 @@ TEST_F(WireIntegrityTest, MirrorCountsExactlyTheBatchesABrokenAnswerHits) {
     auto mirror = Mirror::Create(client.get(), options);
     ASSERT_TRUE(mirror.ok());
     // The batch's only answer is its end marker's (an `mg`).
-    proxy_.Arm({step.fault, "mg", 1});
+    proxy_.Arm(Armed(step.fault, "mg", 1));
     ASSERT_TRUE((*mirror)->ReplicateValue("m:1", "one").ok());
     (void)(*mirror)->Flush(kOpTimeout + kSlack);
     if (step.fault == Fault::kUnsolicited) {
       ASSERT_TRUE(proxy_.WaitForStrayWritten(1, std::chrono::seconds(2)));
     }
     EXPECT_EQ((*mirror)->Stats().failed, step.failed_armed);
-    WaitOutBackoff(step.fault);
     ASSERT_TRUE((*mirror)->ReplicateValue("m:2", "two").ok());
     (void)(*mirror)->Flush(kOpTimeout + kSlack);
     EXPECT_EQ((*mirror)->Stats().failed, step.failed_armed + step.failed_next);
@@ -646,7 +704,7 @@ TEST_F(TieredIntegrityTest, GetNeverReturnsOrKeepsAnotherKeysValue) {
     SCOPED_TRACE(FaultName(fault));
     std::unique_ptr<TieredCache> cache = Make();
     ASSERT_NE(cache, nullptr);
-    proxy_.Arm({fault, "mg", 3});
+    proxy_.Arm(Armed(fault, "mg", 3));
     int wrong = 0;
     int errors_seen = 0;
     for (int i = 0; i < kKeys; ++i) {
@@ -672,17 +730,16 @@ TEST_F(TieredIntegrityTest, GetOrLoadNeverReturnsOrKeepsAnotherKeysValue) {
   // the mirror, whose batch ends with an `mg` too, so a second fault could
   // land there instead). A duplicate breaks the call after the faulted one;
   // a swap of tokens with no answer to swap with is released unchanged; a
-  // closed or silent server is down for the backoff, and calls in that window
-  // load too (not counted here).
+  // closed or silent server fails the call it broke (the next reconnects).
   const std::vector<std::pair<Fault, int>> faults = {
       {Fault::kDuplicateAnswer, 1}, {Fault::kSwapOpaque, 0}, {Fault::kWrongKey, 1},
-      {Fault::kGarbage, 1},         {Fault::kHugeLength, 1}, {Fault::kCloseMidValue, -1},
-      {Fault::kSilent, -1}};
+      {Fault::kGarbage, 1},         {Fault::kHugeLength, 1}, {Fault::kCloseMidValue, 1},
+      {Fault::kSilent, 1}};
   for (const auto& [fault, expected_loads] : faults) {
     SCOPED_TRACE(FaultName(fault));
     std::unique_ptr<TieredCache> cache = Make();
     ASSERT_NE(cache, nullptr);
-    proxy_.Arm({fault, "mg", 1});
+    proxy_.Arm(Armed(fault, "mg", 1));
     std::atomic<int> loads{0};
     int wrong = 0;
     for (int i = 0; i < kKeys; ++i) {
@@ -695,10 +752,95 @@ TEST_F(TieredIntegrityTest, GetOrLoadNeverReturnsOrKeepsAnotherKeysValue) {
       if (*value != ValueOf(key)) ++wrong;
     }
     EXPECT_EQ(wrong, 0);
-    if (expected_loads >= 0) {
-      EXPECT_EQ(loads.load(), expected_loads);
-    }
+    EXPECT_EQ(loads.load(), expected_loads);
     ExpectEveryKeyRight(*cache);
+  }
+}
+
+// 8 threads through one TieredCache (4 connections): GetOrLoad and Get under
+// every fault never return another key's value, and L1 keeps none.
+TEST_F(TieredIntegrityTest, EightThreadsNeverGetOrKeepAnotherKeysValue) {
+  for (Fault fault : {Fault::kDuplicateAnswer, Fault::kSwapOrder, Fault::kSwapOpaque,
+                      Fault::kWrongKey, Fault::kUnsolicited, Fault::kGarbage, Fault::kHugeLength,
+                      Fault::kTrickle, Fault::kCloseMidValue, Fault::kSilent}) {
+    SCOPED_TRACE(FaultName(fault));
+    TieredOptions options;
+    options.l1.max_bytes = 1 << 20;
+    options.l2 = ViaProxy(/*connections=*/4);
+    options.max_staleness = absl::Milliseconds(1);  // copies are revalidated (mg ... c) often
+    options.lease_wait = absl::Milliseconds(200);
+    auto created = TieredCache::Create(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    TieredCache& cache = **created;
+    proxy_.Arm(Armed(fault, "mg", 12));
+    std::atomic<int> wrong{0};
+    std::atomic<int> calls{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (int n = 0; n < 60; ++n) {
+          const std::string key = KeyOf((t * 3 + n) % kKeys);
+          ++calls;
+          if (n % 2 == 0) {
+            absl::StatusOr<std::string> value = cache.GetOrLoad(
+                key, [](std::string_view k) { return absl::StatusOr<std::string>(ValueOf(k)); });
+            if (!value.ok() || *value != ValueOf(key)) ++wrong;
+          } else {
+            std::optional<std::string> value = cache.Get(key);
+            if (value.has_value() && *value != ValueOf(key)) ++wrong;
+          }
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ(calls.load(), 8 * 60);
+    EXPECT_EQ(wrong.load(), 0);
+    (void)cache.Flush(absl::Seconds(5));
+    ExpectEveryKeyRight(cache);
+  }
+}
+
+// 8 threads replicating through one Mirror while its batches' answers break:
+// every write is accounted for (replicated or failed), and memcached ends
+// with every key's own value.
+TEST_F(WireIntegrityTest, EightThreadsReplicatingThroughABrokenStream) {
+  for (Fault fault : {Fault::kDuplicateAnswer, Fault::kSwapOrder, Fault::kSwapOpaque,
+                      Fault::kUnsolicited, Fault::kGarbage, Fault::kHugeLength, Fault::kTrickle,
+                      Fault::kCloseMidValue, Fault::kSilent}) {
+    SCOPED_TRACE(FaultName(fault));
+    std::unique_ptr<MemcachedClient> client = Client(/*connections=*/4);
+    MirrorOptions options;
+    options.max_batch = 16;
+    auto mirror = Mirror::Create(client.get(), options);
+    ASSERT_TRUE(mirror.ok());
+    proxy_.Arm(Armed(fault, "mg", 6));  // the batches' end markers
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (int n = 0; n < 100; ++n) {
+          const std::string key = absl::StrCat("r:", (t * 7 + n) % kKeys);
+          EXPECT_TRUE((*mirror)->ReplicateValue(key, ValueOf(key)).ok());
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    (void)(*mirror)->Flush(absl::Seconds(10));
+    proxy_.Disarm();
+    const MirrorStats stats = (*mirror)->Stats();
+    EXPECT_EQ(stats.queued, 800u);
+    EXPECT_EQ(stats.replicated + stats.failed, 800u);
+    // Whatever failed is written again once the server behaves.
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = absl::StrCat("r:", i);
+      ASSERT_TRUE((*mirror)->ReplicateValue(key, ValueOf(key)).ok());
+    }
+    ASSERT_TRUE((*mirror)->Flush(absl::Seconds(10)).ok());
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = absl::StrCat("r:", i);
+      absl::StatusOr<std::optional<Item>> item = direct_->Get(key);
+      ASSERT_TRUE(item.ok() && item->has_value()) << key;
+      EXPECT_EQ((*item)->value, ValueOf(key));
+    }
   }
 }
 

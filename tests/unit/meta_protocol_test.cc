@@ -318,12 +318,6 @@ TEST(EncodeArithmeticTest, AllOptions) {
   EXPECT_EQ(out, "ma YSBi b v k MD D18446744073709551615 N60 J10 O2 q\r\n");
 }
 
-TEST(EncodeNoopTest, Bytes) {
-  std::string out;
-  EncodeNoop(&out);
-  EXPECT_EQ(out, "mn\r\n");
-}
-
 // A key that holds a command, or a space, must stay one token of one line.
 TEST(InjectionTest, KeysCannotAddLinesOrTokens) {
   const std::vector<std::string> keys = {"a\r\nflush_all", "a b", "a\nmn", std::string("a\0 b", 4)};
@@ -1010,6 +1004,27 @@ TEST(RequestBatchTest, ErrorLinesAnswerALoudRequestOrFailAQuietRun) {
   EXPECT_THAT(MatchBytes(quiet, "NS O2\r\n", &request), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(request, 1u);
   EXPECT_THAT(MatchBytes(quiet, "HD O3\r\n"), IsOkAndHolds(Progress::kComplete));
+}
+
+// memcached answers a request it could not frame twice (CLIENT_ERROR bad
+// data chunk, then ERROR for the rest read as a command): such an error is a
+// desync wherever it comes, never one request's answer.
+TEST(RequestBatchTest, AnErrorThatShowsAMisreadRequestIsDataLoss) {
+  RequestBatch single(1);
+  SetRequest set;
+  set.value = "v";
+  single.Set(Key("k"), set);
+  EXPECT_THAT(MatchBytes(single, "CLIENT_ERROR bad data chunk\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the server answered \"CLIENT_ERROR bad data chunk\" where the answer to "
+                       "store \"k\" (O1) was due: it did not read a request as it was sent"));
+  RequestBatch quiet(1);
+  quiet.Get(Key("a"), GetRequest{}, /*quiet=*/true);
+  quiet.EndWithMarker();
+  EXPECT_THAT(MatchBytes(quiet, "ERROR\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the server answered \"ERROR\" where the answer to get \"a\" (O1) was "
+                       "due: it did not read a request as it was sent"));
 }
 
 TEST(RequestBatchTest, InStepErrors) {
