@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "fuzz_support.h"
 #include "protocol/meta_protocol.h"
 
 namespace tiercache::mirror_internal {
@@ -52,36 +53,11 @@ using Progress = RequestBatch::Progress;
 
 constexpr size_t kMaxValueSize = 4096;
 
-[[noreturn]] void Fail(std::string_view what) {
-  std::fprintf(stderr, "request_batch_match_fuzzer: %.*s\n", static_cast<int>(what.size()),
-               what.data());
-  __builtin_trap();
-}
+[[noreturn]] void Fail(std::string_view what) { fuzz::FailIn("request_batch_match_fuzzer", what); }
 
-std::string Escaped(std::string_view bytes) {
-  return absl::CEscape(absl::string_view(bytes.data(), bytes.size()));
-}
+using fuzz::Escaped;
 
-// Reads the input front to back; past its end every byte is 0.
-class Input {
- public:
-  explicit Input(std::string_view bytes) : rest_(bytes) {}
-  uint8_t Byte() {
-    if (rest_.empty()) return 0;
-    const auto byte = static_cast<uint8_t>(rest_.front());
-    rest_.remove_prefix(1);
-    return byte;
-  }
-  std::string_view Bytes(size_t n) {
-    const std::string_view bytes = rest_.substr(0, n);
-    rest_.remove_prefix(bytes.size());
-    return bytes;
-  }
-  std::string_view rest() const { return rest_; }
-
- private:
-  std::string_view rest_;
-};
+using fuzz::Input;
 
 // What the harness asked for, kept apart from the batch.
 struct Sent {

@@ -39,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "fuzz_support.h"
 #include "protocol/meta_protocol.h"
 
 namespace tiercache::mirror_internal {
@@ -50,41 +51,11 @@ constexpr size_t kMaxRequestLine = 2048;
 constexpr size_t kMaxTokens = 24;
 constexpr int64_t kNowSeconds = 1700000000;
 
-[[noreturn]] void Fail(std::string_view what) {
-  std::fprintf(stderr, "request_encoding_fuzzer: %.*s\n", static_cast<int>(what.size()),
-               what.data());
-  __builtin_trap();
-}
+[[noreturn]] void Fail(std::string_view what) { fuzz::FailIn("request_encoding_fuzzer", what); }
 
-std::string Escaped(std::string_view bytes) {
-  return absl::CEscape(absl::string_view(bytes.data(), bytes.size()));
-}
+using fuzz::Escaped;
 
-// Reads the input front to back; past its end every byte is 0.
-class Input {
- public:
-  explicit Input(std::string_view bytes) : rest_(bytes) {}
-  uint8_t Byte() {
-    if (rest_.empty()) return 0;
-    const auto byte = static_cast<uint8_t>(rest_.front());
-    rest_.remove_prefix(1);
-    return byte;
-  }
-  std::string_view Bytes(size_t n) {
-    const std::string_view bytes = rest_.substr(0, n);
-    rest_.remove_prefix(bytes.size());
-    return bytes;
-  }
-  uint64_t Little(size_t n) {
-    uint64_t value = 0;
-    for (size_t i = 0; i < n; ++i) value |= uint64_t{Byte()} << (8 * i);
-    return value;
-  }
-  std::string_view rest() const { return rest_; }
-
- private:
-  std::string_view rest_;
-};
+using fuzz::Input;
 
 bool IsPlainKeyByte(char c) {
   const auto byte = static_cast<unsigned char>(c);

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "fuzz_support.h"
 #include "protocol/meta_protocol.h"
 
 namespace tiercache::mirror_internal {
@@ -32,15 +33,9 @@ constexpr size_t kMaxValueSize = 4096;
 constexpr size_t kSeedBytes = 8;
 constexpr size_t kMaxPiece = 64;
 
-[[noreturn]] void Fail(std::string_view what) {
-  std::fprintf(stderr, "response_parser_fuzzer: %.*s\n", static_cast<int>(what.size()),
-               what.data());
-  __builtin_trap();
-}
+[[noreturn]] void Fail(std::string_view what) { fuzz::FailIn("response_parser_fuzzer", what); }
 
-std::string Escaped(std::string_view bytes) {
-  return absl::CEscape(absl::string_view(bytes.data(), bytes.size()));
-}
+using fuzz::Escaped;
 
 // splitmix64: a deterministic stream of piece sizes from the input's seed.
 class PieceSizes {
@@ -58,11 +53,6 @@ class PieceSizes {
  private:
   uint64_t state_;
 };
-
-bool IsErrorLine(Response::Code code) {
-  return code == Response::Code::kError || code == Response::Code::kClientError ||
-         code == Response::Code::kServerError;
-}
 
 // What meta_protocol.h promises of any response the parser returns.
 void CheckWellFormed(const Response& r) {

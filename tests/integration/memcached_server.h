@@ -7,6 +7,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -70,8 +71,14 @@ class MemcachedServer {
       args.insert(args.end(), {"-l", "127.0.0.1", "-p", std::to_string(port_)});
     }
     args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid == 0) {
+      // Dies with the test (the thread that started it): a test that crashes
+      // (a sanitizer report) must not leave a server behind holding its
+      // output pipe, which ctest would wait on until its timeout.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);  // the test died before prctl
       std::vector<char*> argv;
       for (std::string& arg : args) argv.push_back(arg.data());
       argv.push_back(nullptr);

@@ -197,7 +197,7 @@ class WireIntegrityTest : public ::testing::Test {
           for (const auto& [k, item] : *found) {
             if (item.value != ValueOf(k)) ++*wrong;
           }
-          last_found_ = found->size();
+          last_found_.store(found->size());
         }
         return found.status();
       }
@@ -234,7 +234,7 @@ class WireIntegrityTest : public ::testing::Test {
   testing::MemcachedServer server_;
   testing::MisbehavingMemcached proxy_{server_.address()};
   std::unique_ptr<MemcachedClient> direct_;
-  size_t last_found_ = 0;
+  std::atomic<size_t> last_found_{0};  // hits of the last GetMany (threads run them too)
 };
 
 // ---------------------------------------------------------------------------
@@ -348,7 +348,7 @@ TEST_F(WireIntegrityTest, ASilentServerFailsTheCallInTime) {
       // A quiet hit that never comes is a miss: the batch's end marker (its
       // answer is tagged) proves nothing else is owed. Three of four found.
       EXPECT_TRUE(status.ok()) << status;
-      EXPECT_EQ(last_found_, 3u);
+      EXPECT_EQ(last_found_.load(), 3u);
     } else {
       EXPECT_TRUE(OutcomeOf(status) == Outcome::kDeadline ||
                   OutcomeOf(status) == Outcome::kUnavailable)
