@@ -344,7 +344,10 @@ void Connection::CloseSocketLocked() {
 
 void Connection::ResetLocked(absl::Status why, Retry retry) {
   CloseSocketLocked();
-  while (!pending_.empty()) CompleteFrontLocked(why);
+  // Each caller gets a status of its own: copies of one would share its
+  // reference-counted message across threads, and that count is managed
+  // inside Debian's abseil, which ThreadSanitizer cannot see into.
+  while (!pending_.empty()) CompleteFrontLocked(absl::Status(why.code(), why.message()));
   if (retry == Retry::kAtOnce) {
     next_attempt_ = absl::InfinitePast();
     changed_.notify_all();
