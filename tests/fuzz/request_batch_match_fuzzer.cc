@@ -56,7 +56,6 @@ constexpr size_t kMaxValueSize = 4096;
 [[noreturn]] void Fail(std::string_view what) { fuzz::FailIn("request_batch_match_fuzzer", what); }
 
 using fuzz::Escaped;
-
 using fuzz::Input;
 
 // What the harness asked for, kept apart from the batch.

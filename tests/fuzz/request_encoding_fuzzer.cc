@@ -54,7 +54,6 @@ constexpr int64_t kNowSeconds = 1700000000;
 [[noreturn]] void Fail(std::string_view what) { fuzz::FailIn("request_encoding_fuzzer", what); }
 
 using fuzz::Escaped;
-
 using fuzz::Input;
 
 bool IsPlainKeyByte(char c) {
