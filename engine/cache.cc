@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "absl/strings/escaping.h"
@@ -177,10 +178,17 @@ Cache::Cache(CacheOptions options, size_t stripe_count)
       stripe_shift_(64 - std::countr_zero(stripe_count)),
       flights_(std::make_unique<engine_internal::SingleFlight>()) {
   if (options_.clock == nullptr) options_.clock = Clock::Real();
+  const uint64_t policy_seed = options_.policy_seed != 0
+                                   ? options_.policy_seed
+                                   : std::random_device{}() ^ absl::ToUnixNanos(absl::Now());
   stripes_.reserve(stripe_count);
   for (size_t i = 0; i < stripe_count; ++i) {
+    // Each stripe's sketch gets its own seed: the same key collides with
+    // different keys in different caches and stripes.
+    const uint64_t seed = (policy_seed + i) * 0x9e3779b97f4a7c15 + 1;
     stripes_.push_back(std::make_unique<Stripe>(options_.max_bytes / stripe_count,
-                                                options_.max_items / stripe_count, options_.clock));
+                                                options_.max_items / stripe_count, options_.clock,
+                                                options_.policy, seed));
   }
   if (options_.reap_interval > absl::ZeroDuration()) {
     reaper_ = std::make_unique<Reaper>();

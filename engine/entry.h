@@ -38,19 +38,29 @@
 namespace tiercache::engine_internal {
 
 inline constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
-inline constexpr uint64_t kCasMask = (uint64_t{1} << 48) - 1;
+inline constexpr uint64_t kCasMask = (uint64_t{1} << 46) - 1;
+inline constexpr int kSegmentShift = 46;
+
+// Which of W-TinyLFU's lists a record is on (stripe.h); kLru stripes keep
+// every record in kWindow, their only list.
+enum class Segment : uint8_t { kWindow = 0, kProbation = 1, kProtected = 2 };
 
 struct Entry {
   Ref prev;  // LRU neighbours; ref 0 is the list's sentinel
   Ref next;
   int64_t expiry_ns;          // Unix nanoseconds; kNever when it does not expire
-  uint64_t cas_and_key_size;  // CAS in the low 48 bits, key size in the high 16
+  uint64_t cas_and_key_size;  // CAS in the low 46 bits, Segment in 2, key size in the high 16
   uint32_t flags;             // client flags, opaque to the cache
   uint32_t value_size;
 
   uint64_t cas() const { return cas_and_key_size & kCasMask; }
   size_t key_size() const { return cas_and_key_size >> 48; }
   void set_cas(uint64_t cas) { cas_and_key_size = (cas_and_key_size & ~kCasMask) | cas; }
+  Segment segment() const { return static_cast<Segment>((cas_and_key_size >> kSegmentShift) & 3); }
+  void set_segment(Segment segment) {
+    cas_and_key_size = (cas_and_key_size & ~(uint64_t{3} << kSegmentShift)) |
+                       (uint64_t{static_cast<uint8_t>(segment)} << kSegmentShift);
+  }
   const char* key_data() const { return reinterpret_cast<const char*>(this + 1); }
   char* key_data() { return reinterpret_cast<char*>(this + 1); }
   const char* value_data() const { return key_data() + key_size(); }

@@ -14,26 +14,62 @@ bool Later(const auto& a, const auto& b) { return a.expiry_ns > b.expiry_ns; }
 
 }  // namespace
 
-Stripe::Stripe(size_t max_bytes, size_t max_items, const Clock* clock)
-    : max_bytes_(max_bytes),
+Stripe::Stripe(size_t max_bytes, size_t max_items, const Clock* clock, EvictionPolicy policy,
+               uint64_t seed)
+    : tiny_lfu_(policy == EvictionPolicy::kTinyLfu),
+      max_bytes_(max_bytes),
       max_items_(max_items),
       clock_(clock),
       arena_(max_bytes),
-      table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}, PublishingAllocator<Ref>(&buckets_)) {
+      table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}, PublishingAllocator<Ref>(&buckets_)),
+      sketch_(seed),
+      admission_random_(static_cast<uint32_t>(seed ^ (seed >> 32))) {
   SpinLockHolder hold(&lock_);
   table_.max_load_factor(kMaxLoadFactor);
   ResetSentinelLocked();
+  ResetPolicyLocked();
 }
 
 Stripe::~Stripe() = default;
 
-void Stripe::ResetSentinelLocked() {
-  Entry* sentinel = new (arena_.Ptr(kSentinel)) Entry;
-  sentinel->prev = sentinel->next = kSentinel;
+namespace {
+
+void WriteSentinel(void* at, Ref self) {
+  Entry* sentinel = new (at) Entry;
+  sentinel->prev = sentinel->next = self;
   sentinel->expiry_ns = kNever;
   sentinel->cas_and_key_size = 0;
   sentinel->flags = 0;
   sentinel->value_size = 0;
+}
+
+}  // namespace
+
+void Stripe::ResetSentinelLocked() { WriteSentinel(arena_.Ptr(kSentinel), kSentinel); }
+
+void Stripe::ResetPolicyLocked() {
+  if (!tiny_lfu_) return;
+  // Two more sentinels, from the arena (refs must address them); a fixed
+  // 64 bytes per stripe, not charged to any entry.
+  probation_ = arena_.Allocate(sizeof(Entry));
+  WriteSentinel(arena_.Ptr(probation_), probation_);
+  protected_ = arena_.Allocate(sizeof(Entry));
+  WriteSentinel(arena_.Ptr(protected_), protected_);
+  window_weight_ = protected_weight_ = 0;
+  // Caffeine starts with a 1% window; the climber moves it from there.
+  window_target_ = std::max<size_t>(Capacity() / 100, 1);
+  sketch_.Resize(max_items_ != 0 ? max_items_ : FrequencySketch::kMinEntries);
+  climber_.Reset(Capacity(), sketch_.sample_size());
+}
+
+void Stripe::CountRequestLocked(uint64_t hash) {
+  // Bounded by bytes, the entry count is known only as it grows: the sketch
+  // follows it (a resize forgets the counts, which happens log2(n) times).
+  if (max_items_ == 0 && stats_.items > sketch_.capacity()) {
+    sketch_.Resize(stats_.items * 2);
+    climber_.Reset(Capacity(), sketch_.sample_size());
+  }
+  sketch_.Increment(hash);
 }
 
 Ref Stripe::FindLiveLocked(std::string_view key, uint64_t hash, int64_t now_ns, Graveyard* dead) {
@@ -76,6 +112,7 @@ StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode
       break;
   }
   const Ref fresh = MaterializeLocked(record);
+  if (tiny_lfu_) CountRequestLocked(SketchHash(record.key));
   if (old != kSentinel) {
     ReplaceLocked(old, fresh, hash, dead);
   } else {
@@ -109,8 +146,14 @@ bool Stripe::Touch(std::string_view key, uint64_t hash, int64_t now_ns, int64_t 
   // goes stale by itself (its expiry no longer matches).
   stats_.bytes -= Charge(*e);
   if (e->expires()) --expiring_;
+  const size_t old_weight = WeightOf(*e);
   e->expiry_ns = expiry_ns;
   stats_.bytes += Charge(*e);
+  if (tiny_lfu_ && e->segment() != Segment::kProbation) {
+    // Bounded by bytes, the weight is the charge, which the TTL changes.
+    size_t& region = e->segment() == Segment::kWindow ? window_weight_ : protected_weight_;
+    region = region - old_weight + WeightOf(*e);
+  }
   if (e->expires()) {
     ++expiring_;
     HeapPushLocked(ref);
@@ -146,6 +189,7 @@ void Stripe::Clear(Graveyard* dead) {
   expiring_ = 0;
   arena_.Reset();
   ResetSentinelLocked();
+  ResetPolicyLocked();
   stats_.items = 0;
   stats_.bytes = 0;
 }
@@ -160,16 +204,31 @@ StripeStats Stripe::Stats() const {
   return stats;
 }
 
-void Stripe::LinkLocked(Ref ref) {
+void Stripe::InsertAfterLocked(Ref after, Ref ref) {
   Entry* e = At(ref);
-  Entry* sentinel = At(kSentinel);
+  Entry* before = At(after);
+  e->prev = after;
+  e->next = before->next;
+  At(before->next)->prev = ref;
+  before->next = ref;
+}
+
+void Stripe::RemoveFromListLocked(Ref ref) {
+  const Entry* e = At(ref);
+  At(e->prev)->next = e->next;
+  At(e->next)->prev = e->prev;
+}
+
+void Stripe::LinkLocked(Ref ref, Ref after) {
+  Entry* e = At(ref);
   last_cas_ = (last_cas_ + 1) & kCasMask;
-  if (last_cas_ == 0) last_cas_ = 1;  // 0 means "no CAS"; wraps after 2^48 writes
+  if (last_cas_ == 0) last_cas_ = 1;  // 0 means "no CAS"; wraps after 2^46 writes
   e->set_cas(last_cas_);
-  e->prev = kSentinel;
-  e->next = sentinel->next;
-  At(sentinel->next)->prev = ref;
-  sentinel->next = ref;
+  InsertAfterLocked(after, ref);
+  if (tiny_lfu_) {
+    if (e->segment() == Segment::kWindow) window_weight_ += WeightOf(*e);
+    if (e->segment() == Segment::kProtected) protected_weight_ += WeightOf(*e);
+  }
   if (e->expires()) {
     ++expiring_;
     HeapPushLocked(ref);
@@ -183,8 +242,19 @@ void Stripe::ReplaceLocked(Ref old, Ref fresh, uint64_t hash, Graveyard* dead) {
   // in place keeps the table consistent without a second probe.
   auto it = table_.find(At(old)->key(), hash);
   const_cast<Ref&>(*it) = fresh;
+  if (!tiny_lfu_) {
+    DetachLocked(old, RemovalReason::kReplaced, dead);
+    LinkLocked(fresh);
+    return;
+  }
+  // W-TinyLFU: the new record takes the old one's place and segment, and the
+  // write counts as an access (as in Caffeine).
+  const Ref after = At(old)->prev;
+  const Segment segment = At(old)->segment();
   DetachLocked(old, RemovalReason::kReplaced, dead);
-  LinkLocked(fresh);
+  At(fresh)->set_segment(segment);
+  LinkLocked(fresh, after);
+  OnAccessLocked(fresh);
 }
 
 void Stripe::UnlinkLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
@@ -194,8 +264,11 @@ void Stripe::UnlinkLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
 
 void Stripe::DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
   Entry* e = At(ref);
-  At(e->prev)->next = e->next;
-  At(e->next)->prev = e->prev;
+  RemoveFromListLocked(ref);
+  if (tiny_lfu_) {
+    if (e->segment() == Segment::kWindow) window_weight_ -= WeightOf(*e);
+    if (e->segment() == Segment::kProtected) protected_weight_ -= WeightOf(*e);
+  }
   if (e->expires()) --expiring_;
   --stats_.items;
   stats_.bytes -= Charge(*e);
@@ -227,6 +300,10 @@ void Stripe::DrainAccessesLocked() {
 }
 
 void Stripe::MakeMostRecentLocked(Ref ref) {
+  if (tiny_lfu_) {
+    OnAccessLocked(ref);
+    return;
+  }
   Entry* sentinel = At(kSentinel);
   if (sentinel->next == ref) return;  // hot keys are usually already at the front
   Entry* e = At(ref);
@@ -252,8 +329,123 @@ void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) {
     // Dead entries go before live ones, whatever their place in the LRU.
     if (const Ref expired = EarliestExpiredLocked(now_ns); expired != kSentinel) {
       UnlinkLocked(expired, RemovalReason::kExpired, dead);
+    } else if (tiny_lfu_) {
+      break;
     } else {
       UnlinkLocked(At(kSentinel)->prev, RemovalReason::kEvicted, dead);
+    }
+  }
+  if (tiny_lfu_) EvictTinyLfuLocked(dead);
+}
+
+void Stripe::OnAccessLocked(Ref ref) {
+  Entry* e = At(ref);
+  switch (e->segment()) {
+    case Segment::kWindow:
+      if (At(kSentinel)->next == ref) return;
+      RemoveFromListLocked(ref);
+      InsertAfterLocked(kSentinel, ref);
+      return;
+    case Segment::kProtected:
+      if (At(protected_)->next == ref) return;
+      RemoveFromListLocked(ref);
+      InsertAfterLocked(protected_, ref);
+      return;
+    case Segment::kProbation:
+      RemoveFromListLocked(ref);
+      e->set_segment(Segment::kProtected);
+      protected_weight_ += WeightOf(*e);
+      InsertAfterLocked(protected_, ref);
+      // Protected's oldest go back to probation while it is over its share.
+      while (protected_weight_ > ProtectedMaxLocked()) {
+        const Ref oldest = At(protected_)->prev;
+        if (oldest == ref) break;  // never demote the entry just promoted
+        Entry* o = At(oldest);
+        RemoveFromListLocked(oldest);
+        protected_weight_ -= WeightOf(*o);
+        o->set_segment(Segment::kProbation);
+        InsertAfterLocked(probation_, oldest);
+      }
+      return;
+  }
+}
+
+bool Stripe::AdmitLocked(Ref candidate, Ref victim) {
+  const int victim_frequency = sketch_.Frequency(SketchHash(At(victim)->key()));
+  const int candidate_frequency = sketch_.Frequency(SketchHash(At(candidate)->key()));
+  if (candidate_frequency > victim_frequency) return true;
+  // A hash-flooding attacker can make its own keys look frequent and keep
+  // every newcomer out; a warm candidate still gets in now and then.
+  if (candidate_frequency > 5) return (admission_random_() & 127) == 0;
+  return false;
+}
+
+void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
+  if (const int64_t adjustment = climber_.TakeAdjustment(); adjustment != 0) {
+    const int64_t target = static_cast<int64_t>(window_target_) + adjustment;
+    window_target_ =
+        static_cast<size_t>(std::clamp<int64_t>(target, 0, static_cast<int64_t>(Capacity())));
+  }
+  // The window's overflow becomes probation's newest: the candidates.
+  size_t candidates = 0;
+  while (window_weight_ > window_target_ && At(kSentinel)->prev != kSentinel) {
+    const Ref oldest = At(kSentinel)->prev;
+    Entry* e = At(oldest);
+    RemoveFromListLocked(oldest);
+    window_weight_ -= WeightOf(*e);
+    e->set_segment(Segment::kProbation);
+    InsertAfterLocked(probation_, oldest);
+    ++candidates;
+  }
+  // Candidates are taken newest first, victims oldest first: probation's,
+  // then protected's, then the window's. The loser of each comparison goes.
+  // "None" is the list's sentinel.
+  Ref victim_list = probation_;
+  Ref victim = At(probation_)->prev;
+  Ref candidate = candidates > 0 ? At(probation_)->next : probation_;
+  const auto evict = [&](Ref ref) { UnlinkLocked(ref, RemovalReason::kEvicted, dead); };
+  while (OverBudgetLocked()) {
+    if (candidates == 0) candidate = probation_;
+    if (victim == victim_list) {  // this list is exhausted
+      if (victim_list == probation_) {
+        victim_list = protected_;
+        victim = At(protected_)->prev;
+        continue;
+      }
+      if (victim_list == protected_) {
+        victim_list = kSentinel;
+        victim = At(kSentinel)->prev;
+        continue;
+      }
+      if (candidate == probation_) break;  // nothing left to evict
+    }
+    if (victim == victim_list) {
+      const Ref next = At(candidate)->next;
+      evict(candidate);
+      candidate = next;
+      --candidates;
+      continue;
+    }
+    if (candidate == probation_ || candidate == victim) {
+      if (candidate == victim) {
+        candidate = probation_;
+        candidates = 0;
+      }
+      const Ref next = At(victim)->prev;
+      evict(victim);
+      victim = next;
+      continue;
+    }
+    --candidates;
+    if (AdmitLocked(candidate, victim)) {
+      const Ref next = At(victim)->prev;
+      evict(victim);
+      victim = next;
+      candidate = At(candidate)->next;
+    } else {
+      const Ref next = At(candidate)->next;
+      evict(candidate);
+      candidate = next;
     }
   }
 }
@@ -288,9 +480,9 @@ Ref Stripe::EarliestExpiredLocked(int64_t now_ns) {
 
 void Stripe::RebuildHeapLocked() {
   expiry_heap_.clear();
-  for (Ref ref = At(kSentinel)->next; ref != kSentinel; ref = At(ref)->next) {
+  ForEachLinkedLocked([&](Ref ref) {
     if (At(ref)->expires()) expiry_heap_.push_back({At(ref)->expiry_ns, ref});
-  }
+  });
   std::make_heap(expiry_heap_.begin(), expiry_heap_.end(), Later<HeapElement, HeapElement>);
 }
 
@@ -299,22 +491,40 @@ absl::Status Stripe::VerifyInvariants() const {
   size_t listed = 0, bytes = 0, expiring = 0;
   absl::flat_hash_set<std::pair<Ref, int64_t>> in_heap;
   for (const HeapElement& element : expiry_heap_) in_heap.insert({element.ref, element.expiry_ns});
-  for (Ref ref = At(kSentinel)->next; ref != kSentinel; ref = At(ref)->next) {
-    const Entry* e = At(ref);
-    if (At(e->next)->prev != ref) return absl::InternalError("LRU list links disagree");
-    auto it = table_.find(e->key());
-    if (it == table_.end() || *it != ref) {
-      return absl::InternalError(
-          absl::StrFormat("entry '%s' is listed but not in the table", std::string(e->key())));
+  // Segment order: the window (or kLru's only list), probation, protected.
+  const Ref sentinels[] = {kSentinel, probation_, protected_};
+  size_t weights[] = {0, 0, 0};
+  for (int list = 0; list < (tiny_lfu_ ? 3 : 1); ++list) {
+    const Ref sentinel = sentinels[list];
+    for (Ref ref = At(sentinel)->next; ref != sentinel; ref = At(ref)->next) {
+      const Entry* e = At(ref);
+      if (At(e->next)->prev != ref) return absl::InternalError("LRU list links disagree");
+      if (static_cast<int>(e->segment()) != list) {
+        return absl::InternalError(absl::StrFormat("entry '%s' of segment %d is on list %d",
+                                                   std::string(e->key()),
+                                                   static_cast<int>(e->segment()), list));
+      }
+      weights[list] += WeightOf(*e);
+      auto it = table_.find(e->key());
+      if (it == table_.end() || *it != ref) {
+        return absl::InternalError(
+            absl::StrFormat("entry '%s' is listed but not in the table", std::string(e->key())));
+      }
+      bytes += Charge(*e);
+      if (e->expires()) {
+        ++expiring;
+        if (!in_heap.contains({ref, e->expiry_ns}))
+          return absl::InternalError("an expiring entry is missing from the heap");
+      }
+      if (++listed > table_.size()) return absl::InternalError("LRU list longer than the table");
     }
-    bytes += Charge(*e);
-    if (e->expires()) {
-      ++expiring;
-      if (!in_heap.contains({ref, e->expiry_ns}))
-        return absl::InternalError("an expiring entry is missing from the heap");
-    }
-    if (++listed > table_.size()) return absl::InternalError("LRU list longer than the table");
   }
+  if (tiny_lfu_ && (weights[0] != window_weight_ || weights[2] != protected_weight_)) {
+    return absl::InternalError(
+        absl::StrFormat("window weighs %d (counted %d), protected %d (counted %d)", weights[0],
+                        window_weight_, weights[2], protected_weight_));
+  }
+  if (window_target_ > Capacity()) return absl::InternalError("window target over capacity");
   if (listed != table_.size() || listed != stats_.items) {
     return absl::InternalError(
         absl::StrFormat("%d listed, %d in table, %d counted", listed, table_.size(), stats_.items));

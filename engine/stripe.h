@@ -9,7 +9,10 @@
 //   - `arena_`: the records themselves, addressed by 32-bit refs (arena.h);
 //   - `table_`: tsl::robin_set<Ref>, found by key (transparent lookup);
 //   - the LRU list: a circular list through the sentinel record at ref 0,
-//     most recent first, linked by the refs in each record's header;
+//     most recent first, linked by the refs in each record's header. With
+//     EvictionPolicy::kTinyLfu that list is W-TinyLFU's admission window,
+//     and two more lists with their own sentinels hold the main region
+//     (probation and protected): see "W-TinyLFU" below;
 //   - `expiry_heap_`: a lazy min-heap of (expiry, ref) for records that
 //     expire. Writes pop a few expired records, and before evicting a live
 //     record the stripe reclaims any expired one, so dead entries never push
@@ -22,7 +25,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +38,8 @@
 #include "absl/strings/string_view.h"
 #include "arena.h"
 #include "entry.h"
+#include "frequency_sketch.h"
+#include "hill_climber.h"
 #include "spin_lock.h"
 #include "tiercache/cache.h"
 #include "tiercache/clock.h"
@@ -45,6 +52,11 @@ inline uint64_t HashKey(std::string_view key) {
 }
 
 inline int64_t NowNanos(const Clock& clock) { return absl::ToUnixNanos(clock.Now()); }
+
+// The key's hash for W-TinyLFU's sketch: the same in every run (absl::Hash
+// is seeded per process), so a fixed policy_seed replays exactly; the sketch
+// mixes in its own seed.
+inline uint64_t SketchHash(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
 // The table stores refs; its hash and equality look through the arena.
 struct RefHash {
@@ -129,7 +141,9 @@ struct StripeStats {
 
 class alignas(64) Stripe {
  public:
-  Stripe(size_t max_bytes, size_t max_items, const Clock* clock);
+  // `seed`: kTinyLfu's sketch hashing and admission randomness.
+  Stripe(size_t max_bytes, size_t max_items, const Clock* clock,
+         EvictionPolicy policy = EvictionPolicy::kLru, uint64_t seed = 1);
   ~Stripe();
   Stripe(const Stripe&) = delete;
   Stripe& operator=(const Stripe&) = delete;
@@ -189,8 +203,9 @@ class alignas(64) Stripe {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Allocates and fills a record for `record` (or adopts its large block).
   Ref MaterializeLocked(const NewRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  // Assigns a CAS, puts `ref` at the front of the LRU list and in the heap.
-  void LinkLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Assigns a CAS, puts `ref` on a list right after `after` (the front of
+  // the LRU list / window by default) and in the heap.
+  void LinkLocked(Ref ref, Ref after = kSentinel) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Puts `fresh` in `old`'s place in every structure; `old` goes to `dead`.
   void ReplaceLocked(Ref old, Ref fresh, uint64_t hash, Graveyard* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
@@ -212,6 +227,36 @@ class alignas(64) Stripe {
   bool OverBudgetLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   void EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
 
+  // List primitives, for any of the lists.
+  void InsertAfterLocked(Ref after, Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  void RemoveFromListLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Calls fn(ref) for every linked record, on every list.
+  template <typename Fn>
+  void ForEachLinkedLocked(Fn&& fn) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+
+  // W-TinyLFU. (Re)creates the main region's sentinels and resets the
+  // window's target, the sketch and the climber (construction, Clear).
+  void ResetPolicyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // What an entry weighs in the regions' sizes: 1 when the stripe is bounded
+  // by items, else its charge; Capacity() in the same unit.
+  size_t WeightOf(const Entry& e) const { return max_items_ != 0 ? 1 : Charge(e); }
+  size_t Capacity() const { return max_items_ != 0 ? max_items_ : max_bytes_; }
+  size_t ProtectedMaxLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return (Capacity() - window_target_) * 4 / 5;
+  }
+  // A hit (or an update): window -> its front; probation -> protected (whose
+  // oldest then go back to probation while it is over its share);
+  // protected -> its front.
+  void OnAccessLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Counts a request for the key in the sketch (and grows the sketch with
+  // the stripe, when bounded by bytes).
+  void CountRequestLocked(uint64_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Moves the window's overflow to probation and evicts, by admission, until
+  // the budget holds (expired entries went first).
+  void EvictTinyLfuLocked(Graveyard* dead) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // TinyLFU's verdict: keep `candidate` (and evict `victim`)?
+  bool AdmitLocked(Ref candidate, Ref victim) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+
   // Expiry heap.
   void HeapPushLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Drops stale elements from the top; returns the ref of a linked record
@@ -232,6 +277,9 @@ class alignas(64) Stripe {
   std::array<Ref, kAccessBatch> accesses_ ABSL_GUARDED_BY(lock_);
   uint64_t hits_ ABSL_GUARDED_BY(lock_) = 0;
   uint64_t misses_ ABSL_GUARDED_BY(lock_) = 0;
+  // The policy, read by every hit: in this line, so that a hit reads no
+  // other line of the stripe header than the one it writes.
+  const bool tiny_lfu_;
 
   // Read by every operation, written by writes.
   alignas(64) BucketArray buckets_;
@@ -244,6 +292,28 @@ class alignas(64) Stripe {
   size_t expiring_ ABSL_GUARDED_BY(lock_) = 0;  // linked records that expire
   uint64_t last_cas_ ABSL_GUARDED_BY(lock_) = 0;
   StripeStats stats_ ABSL_GUARDED_BY(lock_);  // but hits and misses
+
+  // W-TinyLFU (EvictionPolicy::kTinyLfu). New records enter the window (the
+  // list at kSentinel); the window's oldest move to probation, where each is
+  // a candidate: while the stripe is over budget, a candidate and
+  // probation's oldest (the victim; then protected's, then the window's) are
+  // compared by the sketch's frequency, and the less frequent one is evicted
+  // (a candidate with frequency > 5 is admitted at random 1 time in 128
+  // anyway, so a flood of collisions cannot keep new keys out for good). A
+  // hit in probation promotes to protected, which holds at most 80% of the
+  // main region; its overflow goes back to probation. The climber moves the
+  // window's target size by the sampled hit ratio.
+  // Invariants: a linked record is on the list its segment() names (all on
+  // kSentinel's for kLru); window_weight_ and protected_weight_ are the sums
+  // of WeightOf over those lists; window_target_ <= Capacity().
+  Ref probation_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of probation
+  Ref protected_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of protected
+  size_t window_weight_ ABSL_GUARDED_BY(lock_) = 0;
+  size_t protected_weight_ ABSL_GUARDED_BY(lock_) = 0;
+  size_t window_target_ ABSL_GUARDED_BY(lock_) = 0;
+  FrequencySketch sketch_ ABSL_GUARDED_BY(lock_);
+  HillClimber climber_ ABSL_GUARDED_BY(lock_);
+  std::minstd_rand admission_random_ ABSL_GUARDED_BY(lock_);
 };
 
 template <typename ReadFn>
@@ -252,7 +322,10 @@ bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard*
   SpinLockHolder hold(&lock_);
   auto it = table_.find(key, hash);
   if (it == table_.end()) {
-    if (count) ++misses_;
+    if (count) {
+      ++misses_;
+      if (tiny_lfu_) climber_.RecordMiss();
+    }
     return false;
   }
   const Ref ref = *it;
@@ -262,10 +335,19 @@ bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard*
   if (e->expires() && e->Expired(NowNanos(*clock_))) {
     DrainAccessesLocked();
     UnlinkLocked(ref, RemovalReason::kExpired, dead);
-    if (count) ++misses_;
+    if (count) {
+      ++misses_;
+      if (tiny_lfu_) climber_.RecordMiss();
+    }
     return false;
   }
-  if (count) ++hits_;
+  if (count) {
+    ++hits_;
+    if (tiny_lfu_) {
+      climber_.RecordHit();
+      CountRequestLocked(SketchHash(key));
+    }
+  }
   read(static_cast<const Entry&>(*e));
   RecordAccessLocked(ref);
   return true;
@@ -284,10 +366,19 @@ absl::Status Stripe::Mutate(std::string_view key, uint64_t hash, int64_t now_ns,
   NewRecord record{key, value, e->flags, e->expiry_ns, nullptr};
   // The key bytes live in the old record, and so may `key`: build first.
   const Ref fresh = MaterializeLocked(record);
+  if (tiny_lfu_) CountRequestLocked(SketchHash(key));
   ReplaceLocked(old, fresh, hash, dead);
   ++stats_.sets;
   EnforceBudgetLocked(now_ns, dead);
   return absl::OkStatus();
+}
+
+template <typename Fn>
+void Stripe::ForEachLinkedLocked(Fn&& fn) const {
+  for (const Ref sentinel : {kSentinel, probation_, protected_}) {
+    for (Ref ref = At(sentinel)->next; ref != sentinel; ref = At(ref)->next) fn(ref);
+    if (!tiny_lfu_) break;
+  }
 }
 
 }  // namespace tiercache::engine_internal

@@ -68,11 +68,14 @@ inline std::map<std::string, std::vector<double>> ReadReferenceTable() {
 // Replays `trace` through a cache of `capacity` items and `stripes` stripes
 // (0: automatic): every request a Get and, on a miss, a Set. Hits in percent.
 inline double ReplayHitRatio(const std::vector<std::string>& trace, size_t capacity,
-                             size_t stripes) {
+                             size_t stripes, EvictionPolicy policy = EvictionPolicy::kLru,
+                             uint64_t policy_seed = 1) {
   CacheOptions options;
   options.max_bytes = size_t{1} << 30;
   options.max_items = capacity;
   options.stripes = stripes;
+  options.policy = policy;
+  options.policy_seed = policy_seed;
   absl::StatusOr<std::unique_ptr<Cache>> cache = Cache::Create(options);
   if (!cache.ok() || trace.empty()) return -1;
   size_t hits = 0;

@@ -28,7 +28,7 @@ std::chrono::milliseconds RunTime() {
   return std::chrono::milliseconds(env != nullptr ? std::atoi(env) : 2000);
 }
 
-void RunStress(size_t stripes) {
+void RunStress(size_t stripes, EvictionPolicy policy = EvictionPolicy::kLru) {
   constexpr int kThreads = 8;
   constexpr int kKeys = 3000;
   constexpr size_t kMaxItems = 1024;
@@ -40,6 +40,7 @@ void RunStress(size_t stripes) {
   options.max_bytes = max_bytes;
   options.max_items = kMaxItems;
   options.stripes = stripes;
+  options.policy = policy;
   options.clock = &clock;
   options.default_ttl = absl::Milliseconds(50);
   options.on_removal = [&](const Removal&) { removals.fetch_add(1, std::memory_order_relaxed); };
@@ -149,6 +150,10 @@ void RunStress(size_t stripes) {
 
 TEST(CacheStressTest, EightThreadsAutomaticStripes) { RunStress(0); }
 TEST(CacheStressTest, EightThreadsOneStripe) { RunStress(1); }
+TEST(CacheStressTest, TinyLfuEightThreadsAutomaticStripes) {
+  RunStress(0, EvictionPolicy::kTinyLfu);
+}
+TEST(CacheStressTest, TinyLfuEightThreadsOneStripe) { RunStress(1, EvictionPolicy::kTinyLfu); }
 
 }  // namespace
 }  // namespace tiercache

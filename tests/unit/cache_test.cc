@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -775,6 +776,152 @@ TEST_F(CacheTest, GetOrLoadReportsAValueTooLargeToCache) {
   absl::StatusOr<std::string> r = cache->GetOrLoad("k", loader);
   EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
   EXPECT_THAT(r.status().message(), HasSubstr("could not cache the loaded value"));
+}
+
+}  // namespace
+}  // namespace tiercache
+
+namespace tiercache {
+namespace {
+
+// ---------------------------------------------------------------------------
+// EvictionPolicy::kTinyLfu
+
+class TinyLfuTest : public CacheTest {
+ protected:
+  std::unique_ptr<Cache> MakeTinyLfu(size_t max_items, size_t max_bytes, size_t stripes = 1) {
+    CacheOptions options;
+    options.max_bytes = max_bytes;
+    options.max_items = max_items;
+    options.stripes = stripes;
+    options.policy = EvictionPolicy::kTinyLfu;
+    options.policy_seed = 7;
+    return Make(std::move(options));
+  }
+};
+
+// The point of the admission filter: one pass over many keys read once does
+// not push out what is read again and again (LRU loses all of it).
+TEST_F(TinyLfuTest, AScanDoesNotFlushTheHotKeys) {
+  for (const EvictionPolicy policy : {EvictionPolicy::kLru, EvictionPolicy::kTinyLfu}) {
+    CacheOptions options;
+    options.max_items = 100;
+    options.stripes = 1;
+    options.policy = policy;
+    options.policy_seed = 7;
+    auto cache = Make(options);
+    std::string value;
+    for (int round = 0; round < 5; ++round) {
+      for (int i = 0; i < 50; ++i) {
+        const std::string key = absl::StrCat("hot", i);
+        if (!cache->Get(key, &value)) {
+          ASSERT_TRUE(cache->Set(key, "h").ok());
+        }
+      }
+    }
+    for (int i = 0; i < 1000; ++i) {
+      const std::string key = absl::StrCat("scan", i);
+      if (!cache->Get(key, &value)) {
+        ASSERT_TRUE(cache->Set(key, "s").ok());
+      }
+    }
+    int kept = 0;
+    for (int i = 0; i < 50; ++i) kept += cache->Get(absl::StrCat("hot", i)).has_value();
+    if (policy == EvictionPolicy::kLru) {
+      EXPECT_EQ(kept, 0);
+    } else {
+      EXPECT_EQ(kept, 49);  // with this seed; the replay is deterministic
+    }
+    EXPECT_TRUE(cache->VerifyInvariants().ok()) << cache->VerifyInvariants();
+  }
+}
+
+// Every write operation, TTLs, values of very different sizes and both
+// budgets, against the stripe's invariants (each record on the list its
+// segment names, the regions' weights, the budget) after every step, and
+// every removal reported once.
+TEST_F(TinyLfuTest, EveryOperationKeepsTheInvariants) {
+  for (const size_t max_items : {size_t{0}, size_t{64}}) {
+    for (const size_t stripes : {size_t{1}, size_t{4}}) {
+      SCOPED_TRACE(absl::StrCat("max_items ", max_items, ", stripes ", stripes));
+      auto cache = MakeTinyLfu(max_items, 48 * 1024, stripes);
+      log_.Take();
+      std::mt19937_64 random(3);
+      std::string value;
+      uint64_t removals = 0;
+      for (int step = 0; step < 20000; ++step) {
+        const std::string key = absl::StrCat("k", random() % (random() % 4 == 0 ? 50 : 400));
+        const WriteOptions ttl{absl::Milliseconds(1 + static_cast<int64_t>(random() % 200)), 0};
+        const std::string data(random() % 3 == 0 ? random() % 2000 : random() % 40, 'v');
+        switch (random() % 12) {
+          case 0:
+          case 1:
+            ASSERT_TRUE(cache->Set(key, data, random() % 2 ? ttl : WriteOptions{}).ok());
+            break;
+          case 2:
+            (void)cache->Add(key, data);
+            break;
+          case 3:
+            (void)cache->Replace(key, data);
+            break;
+          case 4:
+            if (std::optional<Item> item = cache->GetItem(key)) {
+              (void)cache->CompareAndSwap(key, data, item->cas);
+            }
+            break;
+          case 5:
+            (void)cache->Append(key, "a");
+            break;
+          case 6:
+            cache->Delete(key);
+            break;
+          case 7:
+            cache->Touch(key, absl::Milliseconds(50));
+            break;
+          case 8:
+            if (cache->Set(key, "41").ok()) (void)cache->Increment(key, 1);
+            break;
+          case 9:
+            clock_.Advance(absl::Milliseconds(3));
+            if (random() % 50 == 0) cache->ReclaimExpired();
+            if (random() % 2000 == 0) cache->Clear();
+            break;
+          default:
+            (void)cache->Get(key, &value);
+            break;
+        }
+        removals += log_.Take().size();
+        if (step % 97 == 0) {
+          const absl::Status invariants = cache->VerifyInvariants();
+          ASSERT_TRUE(invariants.ok()) << "step " << step << ": " << invariants;
+        }
+      }
+      ASSERT_TRUE(cache->VerifyInvariants().ok());
+      const CacheStats stats = cache->Stats();
+      EXPECT_LE(stats.bytes, 48u * 1024);
+      if (max_items != 0) {
+        EXPECT_LE(stats.items, max_items);
+      }
+      EXPECT_GT(stats.evictions, 0u);
+      EXPECT_GT(stats.expirations, 0u);
+      EXPECT_EQ(stats.sets, removals + stats.items);
+    }
+  }
+}
+
+// Expired entries leave before any live one is weighed for eviction.
+TEST_F(TinyLfuTest, ExpiredEntriesLeaveFirst) {
+  auto cache = MakeTinyLfu(4, 1 << 20);
+  ASSERT_TRUE(cache->Set("short", "x", {absl::Seconds(1), 0}).ok());
+  for (const char* key : {"a", "b", "c"}) {
+    ASSERT_TRUE(cache->Set(key, "x").ok());
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(cache->Get(key).has_value());
+  }
+  log_.Take();
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(cache->Set("d", "x").ok());
+  EXPECT_THAT(log_.Take(), ::testing::Contains("expired:short=x"));
+  for (const char* key : {"a", "b", "c", "d"}) EXPECT_TRUE(cache->Get(key).has_value()) << key;
 }
 
 }  // namespace

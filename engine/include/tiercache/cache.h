@@ -74,6 +74,19 @@ struct Removal {
   RemovalReason reason = RemovalReason::kEvicted;
 };
 
+// Which entry a full stripe gives up (docs/design.md, "Eviction policies").
+enum class EvictionPolicy {
+  // Least recently used; with one stripe, exact LRU.
+  kLru,
+  // W-TinyLFU: new entries enter a small LRU window; leaving it, one is
+  // admitted to the main region (segmented LRU) only if it has been asked for
+  // more often lately than the main region's next victim (a 4-bit count-min
+  // sketch remembers); the window's size is tuned at run time by hill
+  // climbing on the hit ratio. Keeps what is read again better than LRU
+  // under scans, loops and frequency-skewed workloads.
+  kTinyLfu,
+};
+
 struct CacheOptions {
   // Budget for keys + values + real per-entry overhead. Must be > 0.
   size_t max_bytes = 64 << 20;
@@ -94,6 +107,11 @@ struct CacheOptions {
   std::function<void(const Removal&)> on_removal;
   // > 0: a background thread calls ReclaimExpired() this often. 0: none.
   absl::Duration reap_interval = absl::ZeroDuration();
+  EvictionPolicy policy = EvictionPolicy::kLru;
+  // kTinyLfu: seeds the frequency sketch's hashing and the admission's
+  // randomness. 0: a random seed per cache (so which keys collide cannot be
+  // planned by a client); tests fix one to replay exactly.
+  uint64_t policy_seed = 0;
 };
 
 struct WriteOptions {
