@@ -9,7 +9,8 @@
 // its reason, key and value are copied to the Graveyard if a removal listener
 // wants them, and its memory goes back to the arena at once (a large record's
 // block is freed after the lock is dropped). Nothing in a linked record changes
-// but its LRU links and, for Touch, its expiry: a write that changes the value
+// but its list links, its W-TinyLFU segment and, for Touch, its expiry: a write
+// that changes the value
 // links a new record and unlinks the old one, so readers under the lock never
 // see a half-written value.
 //
@@ -46,7 +47,7 @@ inline constexpr int kSegmentShift = 46;
 enum class Segment : uint8_t { kWindow = 0, kProbation = 1, kProtected = 2 };
 
 struct Entry {
-  Ref prev;  // LRU neighbours; ref 0 is the list's sentinel
+  Ref prev;  // list neighbours; each list has a sentinel record (the LRU's: ref 0)
   Ref next;
   int64_t expiry_ns;          // Unix nanoseconds; kNever when it does not expire
   uint64_t cas_and_key_size;  // CAS in the low 46 bits, Segment in 2, key size in the high 16

@@ -58,7 +58,11 @@ void Stripe::ResetPolicyLocked() {
   window_weight_ = protected_weight_ = 0;
   // Caffeine starts with a 1% window; the climber moves it from there.
   window_target_ = std::max<size_t>(Capacity() / 100, 1);
-  sketch_.Resize(max_items_ != 0 ? max_items_ : FrequencySketch::kMinEntries);
+  // Sized for the entries the stripe can hold: max_items, unless the byte
+  // budget cannot hold that many of even the smallest entry.
+  const size_t most_entries = max_bytes_ / Charge(1, 0, false);
+  sketch_.Resize(max_items_ != 0 ? std::min(max_items_, most_entries)
+                                 : FrequencySketch::kMinEntries);
   climber_.Reset(Capacity(), sketch_.sample_size());
 }
 
@@ -200,7 +204,8 @@ StripeStats Stripe::Stats() const {
   stats.hits = hits_;
   stats.misses = misses_;
   stats.reserved_bytes = arena_.reserved_bytes() + table_.bucket_count() * kBucketBytes +
-                         expiry_heap_.capacity() * sizeof(HeapElement);
+                         expiry_heap_.capacity() * sizeof(HeapElement) +
+                         (tiny_lfu_ ? sketch_.bytes() : 0);
   return stats;
 }
 
@@ -356,17 +361,20 @@ void Stripe::OnAccessLocked(Ref ref) {
       e->set_segment(Segment::kProtected);
       protected_weight_ += WeightOf(*e);
       InsertAfterLocked(protected_, ref);
-      // Protected's oldest go back to probation while it is over its share.
-      while (protected_weight_ > ProtectedMaxLocked()) {
-        const Ref oldest = At(protected_)->prev;
-        if (oldest == ref) break;  // never demote the entry just promoted
-        Entry* o = At(oldest);
-        RemoveFromListLocked(oldest);
-        protected_weight_ -= WeightOf(*o);
-        o->set_segment(Segment::kProbation);
-        InsertAfterLocked(probation_, oldest);
-      }
+      DemoteProtectedLocked(ref);
       return;
+  }
+}
+
+void Stripe::DemoteProtectedLocked(Ref keep) {
+  while (protected_weight_ > ProtectedMaxLocked()) {
+    const Ref oldest = At(protected_)->prev;
+    if (oldest == protected_ || oldest == keep) break;
+    Entry* o = At(oldest);
+    RemoveFromListLocked(oldest);
+    protected_weight_ -= WeightOf(*o);
+    o->set_segment(Segment::kProbation);
+    InsertAfterLocked(probation_, oldest);
   }
 }
 
@@ -386,6 +394,9 @@ void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
     window_target_ =
         static_cast<size_t>(std::clamp<int64_t>(target, 0, static_cast<int64_t>(Capacity())));
   }
+  // Protected may have grown past its share without a promotion (a larger
+  // value replaced, a TTL added, the window's target shrunk).
+  DemoteProtectedLocked(kSentinel);
   // The window's overflow becomes probation's newest: the candidates.
   size_t candidates = 0;
   while (window_weight_ > window_target_ && At(kSentinel)->prev != kSentinel) {
@@ -521,7 +532,7 @@ absl::Status Stripe::VerifyInvariants() const {
   }
   if (tiny_lfu_ && (weights[0] != window_weight_ || weights[2] != protected_weight_)) {
     return absl::InternalError(
-        absl::StrFormat("window weighs %d (counted %d), protected %d (counted %d)", weights[0],
+        absl::StrFormat("window weighs %d (recorded %d), protected %d (recorded %d)", weights[0],
                         window_weight_, weights[2], protected_weight_));
   }
   if (window_target_ > Capacity()) return absl::InternalError("window target over capacity");

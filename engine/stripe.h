@@ -1,4 +1,5 @@
-// One stripe: a complete single-lock LRU cache with per-entry expiry.
+// One stripe: a complete single-lock cache (LRU or W-TinyLFU) with per-entry
+// expiry.
 //
 // The striped `Cache` is a thin router over N of these. Every public method
 // takes the lock; `...Locked` helpers assume it. Hashes are computed once by
@@ -248,6 +249,9 @@ class alignas(64) Stripe {
   // oldest then go back to probation while it is over its share);
   // protected -> its front.
   void OnAccessLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Moves protected's oldest back to probation while protected is over its
+  // share, stopping at `keep` (an entry just promoted).
+  void DemoteProtectedLocked(Ref keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Counts a request for the key in the sketch (and grows the sketch with
   // the stripe, when bounded by bytes).
   void CountRequestLocked(uint64_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
@@ -277,8 +281,9 @@ class alignas(64) Stripe {
   std::array<Ref, kAccessBatch> accesses_ ABSL_GUARDED_BY(lock_);
   uint64_t hits_ ABSL_GUARDED_BY(lock_) = 0;
   uint64_t misses_ ABSL_GUARDED_BY(lock_) = 0;
-  // The policy, read by every hit: in this line, so that a hit reads no
-  // other line of the stripe header than the one it writes.
+  // The policy, read by every hit: in this line, so that a kLru hit touches
+  // no other line of the stripe header. (A kTinyLfu hit also writes the
+  // climber's counters and a sketch block, further down.)
   const bool tiny_lfu_;
 
   // Read by every operation, written by writes.
@@ -306,6 +311,9 @@ class alignas(64) Stripe {
   // Invariants: a linked record is on the list its segment() names (all on
   // kSentinel's for kLru); window_weight_ and protected_weight_ are the sums
   // of WeightOf over those lists; window_target_ <= Capacity().
+  // Regions are measured in items when the stripe has an item bound, else in
+  // bytes. With both bounds set and bytes binding first, the proportions are
+  // off (a known limitation: issue 10's note).
   Ref probation_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of probation
   Ref protected_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of protected
   size_t window_weight_ ABSL_GUARDED_BY(lock_) = 0;
