@@ -14,7 +14,7 @@
 // are formatted into stack buffers, so the only heap the fill leaves behind
 // is the structure's.
 //
-// Usage: memory_per_entry [N] [--only=cache|lru|robin_map]
+// Usage: memory_per_entry [N] [--only=cache|tinylfu|lru|robin_map]
 
 #include <malloc.h>
 
@@ -112,9 +112,10 @@ Result Finish(const char* name, size_t n, const Snapshot& before, Clock::time_po
                 ""};
 }
 
-Result MeasureCache(size_t n) {
+Result MeasureCache(size_t n, tiercache::EvictionPolicy policy = tiercache::EvictionPolicy::kLru) {
   malloc_trim(0);
   tiercache::CacheOptions options;
+  options.policy = policy;
   // Bytes only: an item bound is split evenly across stripes, and keys are
   // not, so max_items = n would evict from the fuller stripes. The 10%
   // headroom covers the same unevenness for bytes.
@@ -137,7 +138,9 @@ Result MeasureCache(size_t n) {
       std::exit(1);
     }
   }
-  Result result = Finish("tiercache::Cache", n, before, start);
+  Result result = Finish(policy == tiercache::EvictionPolicy::kLru ? "tiercache::Cache (kLru)"
+                                                                   : "tiercache::Cache (kTinyLfu)",
+                         n, before, start);
   const tiercache::CacheStats stats = cache->Stats();
   result.charge_per_entry = static_cast<double>(stats.bytes) / static_cast<double>(n);
   result.note = absl::StrFormat("stripes=%zu items=%d evictions=%d charged=%d max_bytes=%zu",
@@ -199,15 +202,16 @@ int Main(int argc, char** argv) {
     const std::string_view arg = argv[i];
     if (arg.rfind("--only=", 0) == 0) {
       only = std::string(arg.substr(7));
-      if (only != "cache" && only != "lru" && only != "robin_map") {
-        std::fprintf(stderr, "--only must be cache, lru or robin_map, not '%s'\n", only.c_str());
+      if (only != "cache" && only != "tinylfu" && only != "lru" && only != "robin_map") {
+        std::fprintf(stderr, "--only must be cache, tinylfu, lru or robin_map, not '%s'\n",
+                     only.c_str());
         return 2;
       }
     } else {
       char* end = nullptr;
       n = std::strtoull(argv[i], &end, 10);
       if (end == argv[i] || *end != '\0' || n == 0) {
-        std::fprintf(stderr, "usage: %s [entries] [--only=cache|lru|robin_map]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s [entries] [--only=cache|tinylfu|lru|robin_map]\n", argv[0]);
         return 2;
       }
     }
@@ -220,6 +224,9 @@ int Main(int argc, char** argv) {
   std::printf("heap = mallinfo2 uordblks + hblkhd; beyond_key_value = bytes/entry - %zu\n",
               kKeySize + kValueSize);
   if (only.empty() || only == "cache") Print(MeasureCache(n));
+  if (only.empty() || only == "tinylfu") {
+    Print(MeasureCache(n, tiercache::EvictionPolicy::kTinyLfu));
+  }
   if (only.empty() || only == "lru") Print(MeasureMutexLru(n));
   if (only.empty() || only == "robin_map") Print(MeasureRobinMap(n));
   return 0;
