@@ -31,23 +31,26 @@ class HillClimber {
 
   // `capacity`: the cache's size; `sample_requests`: requests per sample (the
   // frequency sketch's aging period, so both see the same stretch of time).
-  void Reset(size_t capacity, size_t sample_requests) {
+  // The climber keeps no counters of its own: it is handed the stripe's
+  // running hit and miss totals, which a hit writes anyway (a counter of its
+  // own would be one more cache line written per hit).
+  void Reset(size_t capacity, size_t sample_requests, uint64_t hits, uint64_t misses) {
     capacity_ = capacity;
     sample_requests_ = sample_requests == 0 ? 1 : sample_requests;
-    hits_ = misses_ = 0;
+    sample_hits_ = hits;
+    sample_misses_ = misses;
     previous_hit_ratio_ = 0;
     step_ = -kStepFraction * static_cast<double>(capacity);
   }
 
-  void RecordHit() { ++hits_; }
-  void RecordMiss() { ++misses_; }
-
   // The change to make to the window's target size (positive: grow it), once
-  // a sample is complete; 0 in between.
-  int64_t TakeAdjustment() {
-    const uint64_t requests = hits_ + misses_;
+  // the requests since the last sample (from the running totals) make a
+  // sample; 0 in between.
+  int64_t TakeAdjustment(uint64_t hits, uint64_t misses) {
+    const uint64_t sample_hits = hits - sample_hits_;
+    const uint64_t requests = sample_hits + (misses - sample_misses_);
     if (requests < sample_requests_) return 0;
-    const double hit_ratio = static_cast<double>(hits_) / static_cast<double>(requests);
+    const double hit_ratio = static_cast<double>(sample_hits) / static_cast<double>(requests);
     const double change = hit_ratio - previous_hit_ratio_;
     const double amount = change >= 0 ? step_ : -step_;
     const double direction = amount >= 0 ? 1 : -1;
@@ -55,7 +58,8 @@ class HillClimber {
                 ? kStepFraction * static_cast<double>(capacity_) * direction
                 : kStepDecay * amount;
     previous_hit_ratio_ = hit_ratio;
-    hits_ = misses_ = 0;
+    sample_hits_ = hits;
+    sample_misses_ = misses;
     return static_cast<int64_t>(amount);
   }
 
@@ -64,8 +68,8 @@ class HillClimber {
  private:
   size_t capacity_ = 0;
   uint64_t sample_requests_ = 1;
-  uint64_t hits_ = 0;
-  uint64_t misses_ = 0;
+  uint64_t sample_hits_ = 0;  // the totals when the current sample began
+  uint64_t sample_misses_ = 0;
   double previous_hit_ratio_ = 0;
   double step_ = 0;
 };

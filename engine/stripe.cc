@@ -64,7 +64,7 @@ void Stripe::ResetPolicyLocked() {
   const size_t most_entries = max_bytes_ / Charge(1, 0, false);
   sketch_.Resize(max_items_ != 0 ? std::min(max_items_, most_entries)
                                  : FrequencySketch::kMinEntries);
-  climber_.Reset(Capacity(), sketch_.sample_size());
+  climber_.Reset(Capacity(), sketch_.sample_size(), hits_, misses_);
 }
 
 void Stripe::CountRequestLocked(uint64_t hash) {
@@ -75,7 +75,7 @@ void Stripe::CountRequestLocked(uint64_t hash) {
   // or more put kTinyLfu 13.5 bytes per entry above kLru.
   if (max_items_ == 0 && std::bit_floor(stats_.items) > sketch_.capacity()) {
     sketch_.Resize(std::bit_floor(stats_.items));
-    climber_.Reset(Capacity(), sketch_.sample_size());
+    climber_.Reset(Capacity(), sketch_.sample_size(), hits_, misses_);
   }
   sketch_.Increment(hash);
 }
@@ -393,7 +393,7 @@ bool Stripe::AdmitLocked(Ref candidate, Ref victim) {
 }
 
 void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
-  if (const int64_t adjustment = climber_.TakeAdjustment(); adjustment != 0) {
+  if (const int64_t adjustment = climber_.TakeAdjustment(hits_, misses_); adjustment != 0) {
     const int64_t target = static_cast<int64_t>(window_target_) + adjustment;
     window_target_ =
         static_cast<size_t>(std::clamp<int64_t>(target, 0, static_cast<int64_t>(Capacity())));

@@ -282,8 +282,9 @@ class alignas(64) Stripe {
   uint64_t hits_ ABSL_GUARDED_BY(lock_) = 0;
   uint64_t misses_ ABSL_GUARDED_BY(lock_) = 0;
   // The policy, read by every hit: in this line, so that a kLru hit touches
-  // no other line of the stripe header. (A kTinyLfu hit also writes the
-  // climber's counters and a sketch block, further down.)
+  // no other line of the stripe header. (A kTinyLfu hit also writes a sketch
+  // block and the sketch's addition count, further down; the climber reads
+  // hits_ and misses_.)
   const bool tiny_lfu_;
 
   // Read by every operation, written by writes.
@@ -330,10 +331,7 @@ bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard*
   SpinLockHolder hold(&lock_);
   auto it = table_.find(key, hash);
   if (it == table_.end()) {
-    if (count) {
-      ++misses_;
-      if (tiny_lfu_) climber_.RecordMiss();
-    }
+    if (count) ++misses_;
     return false;
   }
   const Ref ref = *it;
@@ -343,18 +341,12 @@ bool Stripe::Read(std::string_view key, uint64_t hash, ReadFn&& read, Graveyard*
   if (e->expires() && e->Expired(NowNanos(*clock_))) {
     DrainAccessesLocked();
     UnlinkLocked(ref, RemovalReason::kExpired, dead);
-    if (count) {
-      ++misses_;
-      if (tiny_lfu_) climber_.RecordMiss();
-    }
+    if (count) ++misses_;
     return false;
   }
   if (count) {
     ++hits_;
-    if (tiny_lfu_) {
-      climber_.RecordHit();
-      CountRequestLocked(SketchHash(key));
-    }
+    if (tiny_lfu_) CountRequestLocked(SketchHash(key));
   }
   read(static_cast<const Entry&>(*e));
   RecordAccessLocked(ref);
