@@ -209,6 +209,18 @@ tiercache::Cache& FullCache() {
   return *cache;
 }
 
+tiercache::Cache& FullCacheTinyLfu() {
+  static tiercache::Cache* const cache = [] {
+    tiercache::CacheOptions options;
+    options.max_bytes = FullBudgetBytes();
+    options.policy = tiercache::EvictionPolicy::kTinyLfu;
+    std::unique_ptr<tiercache::Cache> c = MakeCache(std::move(options));
+    FillCache(*c, "FullCacheTinyLfu");
+    return c.release();
+  }();
+  return *cache;
+}
+
 tiercache::Cache& FullCacheOneStripe() {
   static tiercache::Cache* const cache = [] {
     tiercache::CacheOptions options;
@@ -260,15 +272,27 @@ void Warm(CacheT& cache) {
   }
 }
 
+std::unique_ptr<tiercache::Cache> MakeTenPercentCache(tiercache::EvictionPolicy policy) {
+  tiercache::CacheOptions options;
+  options.max_items = kKeyCount / 10;
+  options.max_bytes = FullBudgetBytes();  // the item bound is the binding one
+  options.policy = policy;
+  std::unique_ptr<tiercache::Cache> c = MakeCache(std::move(options));
+  Warm(*c);
+  return c;
+}
+
+// One per policy, each built once, on first use (a function-local static:
+// the benchmark's threads may all ask at once).
 tiercache::Cache& TenPercentCache() {
-  static tiercache::Cache* const cache = [] {
-    tiercache::CacheOptions options;
-    options.max_items = kKeyCount / 10;
-    options.max_bytes = FullBudgetBytes();  // the item bound is the binding one
-    std::unique_ptr<tiercache::Cache> c = MakeCache(std::move(options));
-    Warm(*c);
-    return c.release();
-  }();
+  static tiercache::Cache* const cache =
+      MakeTenPercentCache(tiercache::EvictionPolicy::kLru).release();
+  return *cache;
+}
+
+tiercache::Cache& TenPercentCacheTinyLfu() {
+  static tiercache::Cache* const cache =
+      MakeTenPercentCache(tiercache::EvictionPolicy::kTinyLfu).release();
   return *cache;
 }
 
@@ -341,8 +365,7 @@ void BM_Cache_GetHit(benchmark::State& state) { CacheGetHit(state, FullCache());
 
 void BM_Cache_GetHit_1Stripe(benchmark::State& state) { CacheGetHit(state, FullCacheOneStripe()); }
 
-void BM_Cache_GetHitReuse(benchmark::State& state) {
-  tiercache::Cache& cache = FullCache();
+void CacheGetHitReuse(benchmark::State& state, tiercache::Cache& cache) {
   KeyStream keys(state);
   std::string value;
   int64_t hits = 0;
@@ -352,6 +375,14 @@ void BM_Cache_GetHitReuse(benchmark::State& state) {
   }
   ReportCounters(state, static_cast<int64_t>(state.iterations()), hits);
   ReportStripes(state, cache);
+}
+
+void BM_Cache_GetHitReuse(benchmark::State& state) { CacheGetHitReuse(state, FullCache()); }
+
+// The same with EvictionPolicy::kTinyLfu: a hit also counts the key in the
+// frequency sketch.
+void BM_Cache_GetHitReuse_TinyLfu(benchmark::State& state) {
+  CacheGetHitReuse(state, FullCacheTinyLfu());
 }
 
 // ---- 10% of the keys cached: 90% Get (a miss fills) / 10% Set ----
@@ -385,8 +416,7 @@ void BM_MutexLru_Mixed90_10(benchmark::State& state) {
   ReportCounters(state, gets, hits);
 }
 
-void BM_Cache_Mixed90_10(benchmark::State& state) {
-  tiercache::Cache& cache = TenPercentCache();
+void CacheMixed90_10(benchmark::State& state, tiercache::Cache& cache) {
   const std::string& new_value = GetWorkload().value;
   KeyStream keys(state);
   SplitMix64 rng(MixSeed(state));
@@ -413,6 +443,12 @@ void BM_Cache_Mixed90_10(benchmark::State& state) {
   if (failed_sets > 0) state.SkipWithError("Cache::Set failed during the run");
 }
 
+void BM_Cache_Mixed90_10(benchmark::State& state) { CacheMixed90_10(state, TenPercentCache()); }
+
+void BM_Cache_Mixed90_10_TinyLfu(benchmark::State& state) {
+  CacheMixed90_10(state, TenPercentCacheTinyLfu());
+}
+
 void ThreadCounts(benchmark::internal::Benchmark* b) {
   b->Threads(1)->Threads(2)->Threads(8)->UseRealTime();
 }
@@ -421,9 +457,11 @@ BENCHMARK(BM_BareRobinMap_GetHit)->Apply(ThreadCounts);
 BENCHMARK(BM_MutexLru_GetHit)->Apply(ThreadCounts);
 BENCHMARK(BM_Cache_GetHit)->Apply(ThreadCounts);
 BENCHMARK(BM_Cache_GetHitReuse)->Apply(ThreadCounts);
+BENCHMARK(BM_Cache_GetHitReuse_TinyLfu)->Apply(ThreadCounts);
 BENCHMARK(BM_Cache_GetHit_1Stripe)->Apply(ThreadCounts);
 BENCHMARK(BM_MutexLru_Mixed90_10)->Apply(ThreadCounts);
 BENCHMARK(BM_Cache_Mixed90_10)->Apply(ThreadCounts);
+BENCHMARK(BM_Cache_Mixed90_10_TinyLfu)->Apply(ThreadCounts);
 
 }  // namespace
 }  // namespace tiercache_bench
