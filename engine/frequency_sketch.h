@@ -44,15 +44,15 @@ class FrequencySketch {
   // Sizes the sketch for about `entries` keys and clears it.
   void Resize(size_t entries) {
     const size_t words = std::bit_ceil(std::max(entries, kMinEntries));
-    table_.assign(words, 0);
-    block_mask_ = words / kBlockWords - 1;
+    blocks_.assign(words / kBlockWords, Block{});
+    block_mask_ = blocks_.size() - 1;
     sample_size_ = kSamplesPerEntry * words;
     additions_ = 0;
   }
 
   // The entries it is sized for.
-  size_t capacity() const { return table_.size(); }
-  size_t bytes() const { return table_.size() * sizeof(uint64_t); }
+  size_t capacity() const { return blocks_.size() * kBlockWords; }
+  size_t bytes() const { return blocks_.size() * sizeof(Block); }
   // Increments counted since the last halving.
   size_t additions() const { return additions_; }
   size_t sample_size() const { return sample_size_; }
@@ -62,7 +62,7 @@ class FrequencySketch {
     const Slots slots = SlotsOf(hash);
     bool added = false;
     for (int row = 0; row < kRows; ++row) {
-      uint64_t& word = table_[slots.word[row]];
+      uint64_t& word = slots.block->words[slots.word[row]];
       const int shift = slots.shift[row];
       if (((word >> shift) & 0xf) != kMaxFrequency) {
         word += uint64_t{1} << shift;
@@ -73,13 +73,17 @@ class FrequencySketch {
     if (added && ++additions_ >= sample_size_) Halve();
   }
 
+  // Starts fetching the key's block, for an Increment or Frequency soon.
+  void Prefetch(uint64_t hash) const { __builtin_prefetch(SlotsOf(hash).block, /*rw=*/1); }
+
   // The key's estimated count, 0..15.
   int Frequency(uint64_t hash) const {
     const Slots slots = SlotsOf(hash);
     int frequency = kMaxFrequency;
     for (int row = 0; row < kRows; ++row) {
-      frequency = std::min(frequency,
-                           static_cast<int>((table_[slots.word[row]] >> slots.shift[row]) & 0xf));
+      frequency = std::min(
+          frequency,
+          static_cast<int>((slots.block->words[slots.word[row]] >> slots.shift[row]) & 0xf));
     }
     return frequency;
   }
@@ -88,8 +92,15 @@ class FrequencySketch {
   static constexpr int kRows = 4;
   static constexpr size_t kBlockWords = 8;  // 64 bytes: two words per row
 
+  // Aligned, so that a block is one cache line (a plain vector of words
+  // starts 16 bytes into a line, and most blocks would straddle two).
+  struct alignas(64) Block {
+    uint64_t words[kBlockWords];
+  };
+
   struct Slots {
-    size_t word[kRows];
+    Block* block;
+    int word[kRows];  // in the block
     int shift[kRows];
   };
 
@@ -107,12 +118,12 @@ class FrequencySketch {
     const uint64_t mixed = Mix(hash ^ seed_);
     // The low half picks the block; the high half, per row, a word of the
     // row's two and a counter of its sixteen.
-    const size_t block = (static_cast<size_t>(mixed) & block_mask_) * kBlockWords;
     const auto counters = static_cast<uint32_t>(mixed >> 32);
     Slots slots;
+    slots.block = const_cast<Block*>(&blocks_[static_cast<size_t>(mixed) & block_mask_]);
     for (int row = 0; row < kRows; ++row) {
       const uint32_t h = counters >> (row * 8);
-      slots.word[row] = block + static_cast<size_t>(row) * 2 + (h & 1);
+      slots.word[row] = row * 2 + static_cast<int>(h & 1);
       slots.shift[row] = static_cast<int>((h >> 1) & 15) * 4;
     }
     return slots;
@@ -123,15 +134,17 @@ class FrequencySketch {
   // comes after as many new increments as the first.
   void Halve() {
     size_t odd = 0;
-    for (uint64_t& word : table_) {
-      odd += static_cast<size_t>(std::popcount(word & 0x1111111111111111));
-      word = (word >> 1) & 0x7777777777777777;
+    for (Block& block : blocks_) {
+      for (uint64_t& word : block.words) {
+        odd += static_cast<size_t>(std::popcount(word & 0x1111111111111111));
+        word = (word >> 1) & 0x7777777777777777;
+      }
     }
     additions_ = (additions_ - odd / 4) / 2;
   }
 
   const uint64_t seed_;
-  std::vector<uint64_t> table_;
+  std::vector<Block> blocks_;
   size_t block_mask_ = 0;
   size_t sample_size_ = 0;
   size_t additions_ = 0;

@@ -102,7 +102,12 @@ Ref Stripe::MaterializeLocked(const NewRecord& record) {
 StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode,
                           uint64_t expected_cas, int64_t now_ns, Graveyard* dead) {
   PrefetchBucket(hash);
+  // Hashed before the lock, and the sketch's block fetched while the batch
+  // drains and the key is looked up (the increment's miss was 6% of a
+  // 90/10 operation with kTinyLfu, bench/engine_bench).
+  const uint64_t sketch_hash = tiny_lfu_ ? SketchHash(record.key) : 0;
   SpinLockHolder hold(&lock_);
+  if (tiny_lfu_) sketch_.Prefetch(sketch_hash);
   DrainAccessesLocked();
   const Ref old = FindLiveLocked(record.key, hash, now_ns, dead);
   switch (mode) {
@@ -120,7 +125,7 @@ StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode
       break;
   }
   const Ref fresh = MaterializeLocked(record);
-  if (tiny_lfu_) CountRequestLocked(SketchHash(record.key));
+  if (tiny_lfu_) CountRequestLocked(sketch_hash);
   if (old != kSentinel) {
     ReplaceLocked(old, fresh, hash, dead);
   } else {
@@ -291,7 +296,8 @@ void Stripe::DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
 }
 
 void Stripe::RecordAccessLocked(Ref ref) {
-  if (access_count_ != 0 ? accesses_[access_count_ - 1] == ref : At(kSentinel)->next == ref) {
+  if (!tiny_lfu_ &&
+      (access_count_ != 0 ? accesses_[access_count_ - 1] == ref : At(kSentinel)->next == ref)) {
     return;  // already the most recent
   }
   accesses_[access_count_++] = ref;
@@ -299,12 +305,25 @@ void Stripe::RecordAccessLocked(Ref ref) {
 }
 
 void Stripe::DrainAccessesLocked() {
+  if (access_count_ == 0) return;
+  std::array<uint64_t, kAccessBatch> sketch_hashes;
   for (size_t i = 0; i < access_count_; ++i) {
     const Entry* e = At(accesses_[i]);
     __builtin_prefetch(arena_.Ptr(e->prev), /*rw=*/1);
     __builtin_prefetch(arena_.Ptr(e->next), /*rw=*/1);
+    if (tiny_lfu_) {
+      sketch_hashes[i] = SketchHash(e->key());
+      sketch_.Prefetch(sketch_hashes[i]);
+    }
   }
-  for (size_t i = 0; i < access_count_; ++i) MakeMostRecentLocked(accesses_[i]);
+  if (tiny_lfu_) {
+    for (size_t i = 0; i < access_count_; ++i) {
+      CountRequestLocked(sketch_hashes[i]);
+      OnAccessLocked(accesses_[i]);
+    }
+  } else {
+    for (size_t i = 0; i < access_count_; ++i) MakeMostRecentLocked(accesses_[i]);
+  }
   access_count_ = 0;
 }
 
@@ -383,8 +402,11 @@ void Stripe::DemoteProtectedLocked(Ref keep) {
 }
 
 bool Stripe::AdmitLocked(Ref candidate, Ref victim) {
-  const int victim_frequency = sketch_.Frequency(SketchHash(At(victim)->key()));
-  const int candidate_frequency = sketch_.Frequency(SketchHash(At(candidate)->key()));
+  const uint64_t victim_hash = SketchHash(At(victim)->key());
+  const uint64_t candidate_hash = SketchHash(At(candidate)->key());
+  sketch_.Prefetch(candidate_hash);  // the two misses overlap
+  const int victim_frequency = sketch_.Frequency(victim_hash);
+  const int candidate_frequency = sketch_.Frequency(candidate_hash);
   if (candidate_frequency > victim_frequency) return true;
   // A hash-flooding attacker can make its own keys look frequent and keep
   // every newcomer out; a warm candidate still gets in now and then.
