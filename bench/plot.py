@@ -94,12 +94,17 @@ def hit_ratio_vs_size(results, out):
     traces = data["traces"]
     fig, axes = plt.subplots(3, 3, figsize=(12, 10), sharex=True)
     for ax, (name, curves) in zip(axes.flat, sorted(traces.items())):
-        for key, label, style in [("exact_lru", "exact LRU (1 stripe)", "-"),
-                                  ("automatic", "automatic stripes", "--"),
-                                  ("stripes_64", "64 stripes", ":")]:
+        for key, label, style, color in [
+                ("exact_lru", "kLru, 1 stripe (exact LRU)", "-", "tab:blue"),
+                ("automatic", "kLru, automatic stripes", "--", "tab:blue"),
+                ("stripes_64", "kLru, 64 stripes", ":", "tab:blue"),
+                ("tinylfu", "kTinyLfu, 1 stripe", "-", "tab:orange"),
+                ("tinylfu_automatic", "kTinyLfu, automatic stripes", "--", "tab:orange")]:
+            if key not in curves:
+                continue
             points = [(c, v) for c, v in zip(capacities, curves[key]) if v >= 0]
             ax.plot([c for c, _ in points], [v for _, v in points], style, marker=".",
-                    label=label)
+                    color=color, label=label)
         ax.set_title(f"{name} ({curves['requests']:,} requests)", fontsize=10)
         ax.set_xscale("log")
         ax.set_ylim(0, 100)
@@ -109,7 +114,8 @@ def hit_ratio_vs_size(results, out):
     for ax in axes[:, 0]:
         ax.set_ylabel("hit ratio (%)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Hit ratio against cache size on the LIRS traces; bench/hit_ratio")
+    fig.suptitle("Hit ratio against cache size on the LIRS traces, per eviction policy; "
+                 "bench/hit_ratio")
     save(fig, os.path.join(out, "hit_ratio_vs_size.svg"))
 
 
