@@ -18,7 +18,7 @@
 // Size: one word, 16 counters, per entry the sketch is sized for (a power of
 // two): 8 bytes per entry. Resize clears it.
 //
-// Hashes come from the caller (the stripe's key hash) and are mixed with a
+// Hashes come from the caller (SketchHash of the key) and are mixed with a
 // per-cache seed, so which keys collide cannot be chosen by someone who only
 // knows the keys. Not thread-safe: a stripe uses it under its lock.
 

@@ -76,6 +76,39 @@ TEST_F(TieredCacheTest, ReadsComeFromL1ThenL2) {
   EXPECT_EQ((*Direct(server_.address())->Get("k"))->flags, 7u);
 }
 
+// TieredOptions::l1.policy reaches the L1: a scan through a TieredCache
+// pushes the hot keys out of an LRU L1, not out of a W-TinyLFU one.
+TEST_F(TieredCacheTest, TheL1EvictsByThePolicyOfItsOptions) {
+  for (const EvictionPolicy policy : {EvictionPolicy::kLru, EvictionPolicy::kTinyLfu}) {
+    SCOPED_TRACE(policy == EvictionPolicy::kLru ? "kLru" : "kTinyLfu");
+    TieredOptions options = Options(&clock_a_);
+    options.l1.max_items = 100;
+    options.l1.stripes = 1;
+    options.l1.policy = policy;
+    options.l1.policy_seed = 1;
+    options.l2.key_prefix = policy == EvictionPolicy::kLru ? "lru:" : "tinylfu:";
+    auto cache = Make(options);
+    EXPECT_EQ(cache->l1().options().policy, policy);
+    auto load = [](std::string_view key) -> absl::StatusOr<std::string> {
+      return "value of " + std::string(key);
+    };
+    for (int pass = 0; pass < 4; ++pass) {
+      for (int i = 0; i < 50; ++i)
+        ASSERT_TRUE(cache->GetOrLoad(absl::StrCat("hot:", i), load).ok());
+    }
+    for (int i = 0; i < 200; ++i)
+      ASSERT_TRUE(cache->GetOrLoad(absl::StrCat("scan:", i), load).ok());
+    const uint64_t l1_hits_before = cache->Stats().l1_hits;
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(cache->GetOrLoad(absl::StrCat("hot:", i), load).ok());
+    const uint64_t l1_hits = cache->Stats().l1_hits - l1_hits_before;
+    if (policy == EvictionPolicy::kLru) {
+      EXPECT_EQ(l1_hits, 0u);  // the scan's 200 keys pushed all 50 out
+    } else {
+      EXPECT_EQ(l1_hits, 50u);  // keys read once were not admitted over them
+    }
+  }
+}
+
 TEST_F(TieredCacheTest, UnchangedCopiesAreRevalidatedByCasAndKept) {
   TieredOptions options = Options(&clock_b_);
   auto a = Make(Options(&clock_a_));
