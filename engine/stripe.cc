@@ -20,6 +20,7 @@ Stripe::Stripe(size_t max_bytes, size_t max_items, const Clock* clock, EvictionP
     : tiny_lfu_(policy == EvictionPolicy::kTinyLfu),
       max_bytes_(max_bytes),
       max_items_(max_items),
+      item_weight_(max_items == 0 ? 0 : (max_bytes + max_items - 1) / max_items),
       clock_(clock),
       arena_(max_bytes),
       table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}, PublishingAllocator<Ref>(&buckets_)),
@@ -58,13 +59,15 @@ void Stripe::ResetPolicyLocked() {
   WriteSentinel(arena_.Ptr(protected_), protected_);
   window_weight_ = protected_weight_ = 0;
   // Caffeine starts with a 1% window; the climber moves it from there.
-  window_target_ = std::max<size_t>(Capacity() / 100, 1);
+  window_target_ = std::max<size_t>(Capacity() / ClimberUnit() / 100, 1) * ClimberUnit();
   // Sized for the entries the stripe can hold: max_items, unless the byte
   // budget cannot hold that many of even the smallest entry.
   const size_t most_entries = max_bytes_ / Charge(1, 0, false);
   sketch_.Resize(max_items_ != 0 ? std::min(max_items_, most_entries)
                                  : FrequencySketch::kMinEntries);
-  climber_.Reset(Capacity(), sketch_.sample_size(), hits_, misses_);
+  // The climber starts once the stripe is full (EvictTinyLfuLocked): while it
+  // fills, the hit ratio rises whatever the window's size.
+  climber_started_ = false;
 }
 
 void Stripe::CountRequestLocked(uint64_t hash) {
@@ -75,7 +78,7 @@ void Stripe::CountRequestLocked(uint64_t hash) {
   // or more put kTinyLfu 13.5 bytes per entry above kLru.
   if (max_items_ == 0 && std::bit_floor(stats_.items) > sketch_.capacity()) {
     sketch_.Resize(std::bit_floor(stats_.items));
-    climber_.Reset(Capacity(), sketch_.sample_size(), hits_, misses_);
+    climber_.Reset(Capacity() / ClimberUnit(), sketch_.sample_size(), hits_, misses_);
   }
   sketch_.Increment(hash);
 }
@@ -415,8 +418,15 @@ bool Stripe::AdmitLocked(Ref candidate, Ref victim) {
 }
 
 void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
-  if (const int64_t adjustment = climber_.TakeAdjustment(hits_, misses_); adjustment != 0) {
-    const int64_t target = static_cast<int64_t>(window_target_) + adjustment;
+  if (!climber_started_) {
+    if (OverBudgetLocked() || (max_items_ != 0 && stats_.items >= max_items_)) {
+      climber_started_ = true;
+      climber_.Reset(Capacity() / ClimberUnit(), sketch_.sample_size(), hits_, misses_);
+    }
+  } else if (const int64_t adjustment = climber_.TakeAdjustment(hits_, misses_);
+             adjustment != 0) {
+    const int64_t target =
+        static_cast<int64_t>(window_target_) + adjustment * static_cast<int64_t>(ClimberUnit());
     window_target_ =
         static_cast<size_t>(std::clamp<int64_t>(target, 0, static_cast<int64_t>(Capacity())));
   }

@@ -243,10 +243,16 @@ class alignas(64) Stripe {
   // W-TinyLFU. (Re)creates the main region's sentinels and resets the
   // window's target, the sketch and the climber (construction, Clear).
   void ResetPolicyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  // What an entry weighs in the regions' sizes: 1 when the stripe is bounded
-  // by items, else its charge; Capacity() in the same unit.
-  size_t WeightOf(const Entry& e) const { return max_items_ != 0 ? 1 : Charge(e); }
-  size_t Capacity() const { return max_items_ != 0 ? max_items_ : max_bytes_; }
+  // What an entry weighs in the regions' sizes, in bytes: its charge, but at
+  // least an item's share of the byte budget (item_weight_) when the stripe
+  // has an item bound too. So the regions are measured by whichever bound
+  // binds: by items when entries are small (each weighs the same), by bytes
+  // when they are large, entry by entry when sizes are mixed. Capacity() is
+  // in the same unit. The climber counts in ClimberUnit()s: whole items when
+  // there is an item bound, else bytes.
+  size_t WeightOf(const Entry& e) const { return std::max(Charge(e), item_weight_); }
+  size_t Capacity() const { return max_items_ != 0 ? max_items_ * item_weight_ : max_bytes_; }
+  size_t ClimberUnit() const { return max_items_ != 0 ? item_weight_ : 1; }
   size_t ProtectedMaxLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return (Capacity() - window_target_) * 4 / 5;
   }
@@ -296,6 +302,7 @@ class alignas(64) Stripe {
   alignas(64) BucketArray buckets_;
   const size_t max_bytes_;
   const size_t max_items_;  // 0: unbounded
+  const size_t item_weight_;  // max_bytes_ / max_items_, rounded up; 0 without an item bound
   const Clock* const clock_;
   Arena arena_ ABSL_GUARDED_BY(lock_);
   RefTable table_ ABSL_GUARDED_BY(lock_);
@@ -317,9 +324,7 @@ class alignas(64) Stripe {
   // Invariants: a linked record is on the list its segment() names (all on
   // kSentinel's for kLru); window_weight_ and protected_weight_ are the sums
   // of WeightOf over those lists; window_target_ <= Capacity().
-  // Regions are measured in items when the stripe has an item bound, else in
-  // bytes. With both bounds set and bytes binding first, the proportions are
-  // off (a known limitation: issue 10's note).
+  // Regions are measured by WeightOf: in whichever bound binds.
   Ref probation_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of probation
   Ref protected_ ABSL_GUARDED_BY(lock_) = kSentinel;  // sentinel of protected
   size_t window_weight_ ABSL_GUARDED_BY(lock_) = 0;
@@ -327,6 +332,7 @@ class alignas(64) Stripe {
   size_t window_target_ ABSL_GUARDED_BY(lock_) = 0;
   FrequencySketch sketch_ ABSL_GUARDED_BY(lock_);
   HillClimber climber_ ABSL_GUARDED_BY(lock_);
+  bool climber_started_ ABSL_GUARDED_BY(lock_) = false;  // see ResetPolicyLocked
   std::minstd_rand admission_random_ ABSL_GUARDED_BY(lock_);
 };
 

@@ -836,6 +836,39 @@ TEST_F(TinyLfuTest, AScanDoesNotFlushTheHotKeys) {
   }
 }
 
+// With both bounds set, the regions are sized by the one that binds. Here
+// the byte budget holds ~100 entries of 1000 bytes while the item bound is
+// 10000: measured in items, the window (1% of 10000) would hold the whole
+// cache and a scan would flush it like LRU; measured in bytes it is 1% of
+// what fits, and the hot keys stay.
+TEST_F(TinyLfuTest, TheRegionsAreSizedByTheBindingBound) {
+  for (const bool bytes_bind : {false, true}) {
+    SCOPED_TRACE(bytes_bind ? "bytes bind" : "items bind");
+    const std::string value(bytes_bind ? 1000 : 10, 'v');
+    auto cache =
+        MakeTinyLfu(bytes_bind ? 10000 : 100, 100 * Cache::ChargeFor(8, 1000, /*expires=*/false));
+    std::string out;
+    for (int round = 0; round < 5; ++round) {
+      for (int i = 0; i < 50; ++i) {
+        const std::string key = absl::StrCat("hot", i);
+        if (!cache->Get(key, &out)) {
+          ASSERT_TRUE(cache->Set(key, value).ok());
+        }
+      }
+    }
+    for (int i = 0; i < 1000; ++i) {
+      const std::string key = absl::StrCat("scan", i);
+      if (!cache->Get(key, &out)) {
+        ASSERT_TRUE(cache->Set(key, value).ok());
+      }
+    }
+    int kept = 0;
+    for (int i = 0; i < 50; ++i) kept += cache->Get(absl::StrCat("hot", i)).has_value();
+    EXPECT_GE(kept, 48);
+    EXPECT_TRUE(cache->VerifyInvariants().ok()) << cache->VerifyInvariants();
+  }
+}
+
 // Every write operation, TTLs, values of very different sizes and both
 // budgets, against the stripe's invariants (each record on the list its
 // segment names, the regions' weights, the budget) after every step, and

@@ -36,30 +36,37 @@ TEST(HillClimberTest, ClimbsWhileTheHitRatioHoldsAndTurnsWhenItFalls) {
   Totals totals{7, 3};  // whatever the stripe counted before
   climber.Reset(/*capacity=*/1000, /*sample_requests=*/100, totals.hits, totals.misses);
   EXPECT_DOUBLE_EQ(climber.step(), -62.5);  // the first move shrinks the window
-  // 0 -> 50%: a rise (of 50 points, a restart): keep going, full step.
-  EXPECT_EQ(Sample(climber, totals, 50, 100), -62);
-  EXPECT_DOUBLE_EQ(climber.step(), -62.5);
-  // Unchanged: keep going, the step decays by 2%.
-  EXPECT_EQ(Sample(climber, totals, 50, 100), -62);
+  // The first sample, a fifth of the full period, only sets the baseline: 50%.
+  EXPECT_EQ(Sample(climber, totals, 10, 20), 0);
+  // Unchanged: keep going (the first move), the step decays by 2%.
+  EXPECT_EQ(Sample(climber, totals, 10, 20), -62);
   EXPECT_DOUBLE_EQ(climber.step(), -61.25);
-  // A fall of 10 points: turn around, and restart at a full step.
-  EXPECT_EQ(Sample(climber, totals, 40, 100), 61);
+  // Samples grow by half from here. A fall of 10 points: turn around, and
+  // restart at a full step.
+  EXPECT_EQ(Sample(climber, totals, 12, 30), 61);
   EXPECT_DOUBLE_EQ(climber.step(), 62.5);
-  // A small rise: keep going, decaying.
-  EXPECT_EQ(Sample(climber, totals, 42, 100), 62);
+  // A small rise (40% -> 42.2%): keep going, decaying.
+  EXPECT_EQ(Sample(climber, totals, 19, 45), 62);
   EXPECT_DOUBLE_EQ(climber.step(), 61.25);
-  // A small fall: turn around, decaying.
-  EXPECT_EQ(Sample(climber, totals, 41, 100), -61);
+  // A small fall (-> 41.2%, over 67.5 requests, so 68): turn around, decaying.
+  EXPECT_EQ(Sample(climber, totals, 28, 68), -61);
   EXPECT_DOUBLE_EQ(climber.step(), -60.025);
+  // Then the full period; a small rise (-> 42%): keep going.
+  EXPECT_EQ(Sample(climber, totals, 42, 100), -60);
 }
 
 TEST(HillClimberTest, StepsSettleUnderASteadyWorkload) {
   HillClimber climber;
   Totals totals;
   climber.Reset(1000, 10, 0, 0);
-  Sample(climber, totals, 5, 10);  // the first sample restarts (0 -> 50%)
   int64_t total = 0;
-  for (int n = 0; n < 200; ++n) total += Sample(climber, totals, 5, 10);
+  int moves = 0;
+  while (moves < 200) {
+    ++totals.hits;  // every request a hit: the hit ratio never changes
+    const int64_t adjustment = climber.TakeAdjustment(totals.hits, totals.misses);
+    total += adjustment;
+    if (adjustment != 0) ++moves;
+  }
   EXPECT_LT(std::abs(climber.step()), 62.5 * 0.02);  // 0.98^200 of a full step
   EXPECT_LT(total, 0);                               // always the same way
 }
@@ -68,7 +75,8 @@ TEST(HillClimberTest, ResetStartsOver) {
   HillClimber climber;
   Totals totals;
   climber.Reset(1000, 10, 0, 0);
-  Sample(climber, totals, 9, 10);
+  EXPECT_EQ(Sample(climber, totals, 1, 2), 0);  // the baseline
+  EXPECT_NE(Sample(climber, totals, 2, 2), 0);
   for (int i = 0; i < 5; ++i) ++totals.hits;
   climber.Reset(2000, 10, totals.hits, totals.misses);
   EXPECT_DOUBLE_EQ(climber.step(), -125);

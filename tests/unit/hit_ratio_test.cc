@@ -87,15 +87,13 @@ constexpr double kCaffeineMean = 44.04;
 
 // The target per cell is max(LRU, Caffeine) - 2 points. These cells
 // miss it today (policy_seed 1; the replay is deterministic), by the amounts
-// measured when kTinyLfu landed: each is held to its measured value minus 0.5
-// so that a change that makes it worse fails here, and the miss stays visible.
-// sprite @1000 is where recency rules: the climber (Caffeine's constants,
-// 13 samples in this trace) grows the window too slowly to match LRU.
+// measured: each is held to its measured value minus 0.5 so that a change
+// that makes it worse fails here, and the miss stays visible. loop @100 is a
+// lottery on the seed: over policy seeds 1..32 it spans 3.6 to 8.2 (mean
+// 6.7; before the climber's short first samples 4.0 to 8.2, mean 6.8), and
+// seed 1 draws 4.61.
 const std::map<std::pair<std::string, size_t>, double> kKnownMisses = {
-    {{"lirs-multi2", 100}, 26.48},
-    {{"lirs-multi2", 1000}, 55.70},
-    {{"lirs-ps", 100}, 25.04},
-    {{"lirs-sprite", 1000}, 86.28},
+    {{"lirs-loop", 100}, 4.61},
 };
 
 TEST(HitRatioTest, TinyLfuAgainstCaffeineAndLru) {
