@@ -1,99 +1,189 @@
 #include "arena.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 
 namespace tiercache::engine_internal {
 namespace {
 
-constexpr size_t kMinPageBytes = 1024;
-constexpr size_t kMaxPageBytes = 64 * 1024;
-
-size_t PageUnitsFor(size_t budget) {
-  size_t page = std::bit_floor(std::max<size_t>(budget / 16, 1));
-  return std::clamp(page, kMinPageBytes, kMaxPageBytes) / kUnit;
+// Anonymous memory from the system, or nullptr if it refuses.
+void* Map(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
 }
 
-void* MallocOrThrow(size_t size) {
-  void* block = std::malloc(size);
-  if (block == nullptr) throw std::bad_alloc();
-  return block;
+// What a large record's block holds: its mapping, or (a malloc block) its size.
+size_t BlockBytes(const LargeBlock& block, size_t size) {
+  return block.mapped_bytes != 0 ? block.mapped_bytes : size;
 }
 
 }  // namespace
 
-Arena::Arena(size_t budget)
-    : page_units_(PageUnitsFor(budget)),
-      page_shift_(std::countr_zero(page_units_)),
-      offset_mask_(static_cast<Ref>(page_units_ - 1)),
-      max_pages_(size_t{1} << (31 - page_shift_)) {
-  NewPage();
-  bump_ = kMinRecordUnits;  // ref 0: the sentinel
+LargeBlock AllocateLargeBlock(size_t size) {
+  const size_t bytes = RoundUpToOsPage(size);
+  if (void* p = Map(bytes)) return {p, bytes};
+  // Out of mappings (vm.max_map_count) rather than memory, most likely: a
+  // malloc block still works, it just does not go back to the system.
+  void* p = std::malloc(size);
+  if (p == nullptr) throw std::bad_alloc();
+  return {p, 0};
 }
 
-Arena::~Arena() { FreeAll(); }
+void ReleaseLargeBlock(const LargeBlock& block) {
+  if (block.ptr == nullptr) return;
+  if (block.mapped_bytes != 0) {
+    munmap(block.ptr, block.mapped_bytes);
+  } else {
+    std::free(block.ptr);
+  }
+}
+
+Arena::Arena() {
+  NewPage();
+  bump_ = kMinRecordUnits;  // ref 0: the sentinel
+  live_units_[0] = kMinRecordUnits;
+  live_units_total_ = kMinRecordUnits;
+}
+
+Arena::~Arena() {
+  FreeAll();
+  for (char* page : pages_) {
+    if (page != nullptr) munmap(page, kPageBytes);
+  }
+}
 
 void Arena::FreeAll() {
-  for (char* page : pages_) std::free(page);
-  for (void* block : large_) std::free(block);
-  pages_.clear();
+  for (const LargeBlock& block : large_) ReleaseLargeBlock(block);
   large_.clear();
   free_large_slots_.clear();
+  large_bytes_ = 0;
   free_.fill(kNoFree);
   nonempty_.fill(0);
-  reserved_bytes_ = 0;
 }
 
 void Arena::Reset() {
   FreeAll();
-  NewPage();
+  // Page 0 stays (it holds the sentinel); the rest go back to the system.
+  for (size_t page = 1; page < pages_.size(); ++page) {
+    if (pages_[page] != nullptr) munmap(pages_[page], kPageBytes);
+  }
+  pages_.resize(1);
+  live_units_.assign(1, kMinRecordUnits);
+  unmapped_.clear();
+  live_pages_ = 1;
+  live_units_total_ = kMinRecordUnits;
+  current_ = 0;
   bump_ = kMinRecordUnits;
+  // The rest of page 0 is touched memory the system may take back.
+  madvise(pages_[0] + kOsPage, kPageBytes - kOsPage, MADV_DONTNEED);
 }
 
-void Arena::NewPage() {
-  pages_.push_back(static_cast<char*>(MallocOrThrow(page_units_ * kUnit)));
-  reserved_bytes_ += page_units_ * kUnit;
+bool Arena::NewPage() {
+  size_t page;
+  if (!unmapped_.empty()) {
+    page = unmapped_.back();
+  } else {
+    page = pages_.size();
+    if (page >= (size_t{1} << (31 - kPageShift))) return false;  // refs exhausted
+  }
+  char* memory = static_cast<char*>(Map(kPageBytes));
+  if (memory == nullptr) throw std::bad_alloc();
+  if (page == pages_.size()) {
+    pages_.push_back(memory);
+    live_units_.push_back(0);
+  } else {
+    unmapped_.pop_back();
+    pages_[page] = memory;
+    live_units_[page] = 0;
+  }
+  ++live_pages_;
+  const size_t previous = current_;
+  current_ = page;
   bump_ = 0;
+  // A page stays while it is being carved, even with nothing live in it.
+  if (live_units_[previous] == 0 && previous != 0) ReleasePage(previous);
+  return true;
+}
+
+void Arena::ReleasePage(size_t page) {
+  // Its records are all free and on their lists: take them off, walking the
+  // page record by record (a free record says its size; an end shorter than
+  // a record was never one).
+  for (size_t offset = 0; offset + kMinRecordUnits <= kPageUnits;) {
+    const Ref ref = static_cast<Ref>((page << kPageShift) | offset);
+    const size_t units = AsFree(ref)->units;
+    Unlink(ref);
+    offset += units;
+  }
+  munmap(pages_[page], kPageBytes);
+  pages_[page] = nullptr;
+  unmapped_.push_back(static_cast<uint32_t>(page));
+  --live_pages_;
 }
 
 void Arena::PushFree(Ref ref, size_t units) {
-  *NextFree(ref) = free_[units];
+  FreeRecord* f = AsFree(ref);
+  f->mark = kFreeMark;
+  f->units = static_cast<uint32_t>(units);
+  f->prev = kNoFree;
+  f->next = free_[units];
+  if (f->next != kNoFree) AsFree(f->next)->prev = ref;
   free_[units] = ref;
   nonempty_[units / 64] |= uint64_t{1} << (units % 64);
 }
 
+void Arena::Unlink(Ref ref) {
+  const FreeRecord* f = AsFree(ref);
+  if (f->prev != kNoFree) {
+    AsFree(f->prev)->next = f->next;
+  } else {
+    free_[f->units] = f->next;
+    if (f->next == kNoFree) nonempty_[f->units / 64] &= ~(uint64_t{1} << (f->units % 64));
+  }
+  if (f->next != kNoFree) AsFree(f->next)->prev = f->prev;
+}
+
 Ref Arena::PopFree(size_t units) {
   const Ref ref = free_[units];
-  free_[units] = *NextFree(ref);
-  if (free_[units] == kNoFree) nonempty_[units / 64] &= ~(uint64_t{1} << (units % 64));
+  Unlink(ref);
   return ref;
 }
 
 Ref Arena::AllocateSmall(size_t units) {
-  if (free_[units] != kNoFree) return PopFree(units);
-  // Split the smallest free record that leaves a usable remainder.
-  for (size_t from = units + kMinRecordUnits; from <= kMaxSmallUnits;) {
-    const uint64_t word = nonempty_[from / 64] >> (from % 64);
-    if (word == 0) {
-      from = (from / 64 + 1) * 64;
-      continue;
+  Ref ref = kNoFree;
+  if (free_[units] != kNoFree) {
+    ref = PopFree(units);
+  } else {
+    // Split the smallest free record that leaves a usable remainder.
+    for (size_t from = units + kMinRecordUnits; from <= kMaxSmallUnits;) {
+      const uint64_t word = nonempty_[from / 64] >> (from % 64);
+      if (word == 0) {
+        from = (from / 64 + 1) * 64;
+        continue;
+      }
+      from += std::countr_zero(word);
+      if (from > kMaxSmallUnits) break;
+      ref = PopFree(from);
+      PushFree(ref + static_cast<Ref>(units), from - units);
+      break;
     }
-    from += std::countr_zero(word);
-    if (from > kMaxSmallUnits) break;
-    const Ref ref = PopFree(from);
-    PushFree(ref + static_cast<Ref>(units), from - units);
-    return ref;
   }
-  if (bump_ + units > page_units_) {
-    if (pages_.size() == max_pages_) return kNoFree;  // the caller goes large
-    const size_t tail = page_units_ - bump_;
-    if (tail >= kMinRecordUnits) {
-      PushFree(static_cast<Ref>(((pages_.size() - 1) << page_shift_) | bump_), tail);
+  if (ref == kNoFree) {
+    if (bump_ + units > kPageUnits) {
+      const size_t tail = kPageUnits - bump_;
+      const Ref tail_ref = static_cast<Ref>((current_ << kPageShift) | bump_);
+      bump_ = kPageUnits;
+      if (tail >= kMinRecordUnits) PushFree(tail_ref, tail);
+      if (!NewPage()) return kNoFree;  // the caller goes large
     }
-    NewPage();
+    ref = static_cast<Ref>((current_ << kPageShift) | bump_);
+    bump_ += units;
   }
-  const Ref ref = static_cast<Ref>(((pages_.size() - 1) << page_shift_) | bump_);
-  bump_ += units;
+  live_units_[ref >> kPageShift] += static_cast<uint32_t>(units);
+  live_units_total_ += units;
   return ref;
 }
 
@@ -103,10 +193,10 @@ Ref Arena::Allocate(size_t size) {
     const Ref ref = AllocateSmall(units);
     if (ref != kNoFree) return ref;
   }
-  return AdoptLarge(MallocOrThrow(size), size);
+  return AdoptLarge(AllocateLargeBlock(size), size);
 }
 
-Ref Arena::AdoptLarge(void* block, size_t size) {
+Ref Arena::AdoptLarge(const LargeBlock& block, size_t size) {
   Ref slot;
   if (!free_large_slots_.empty()) {
     slot = free_large_slots_.back();
@@ -116,21 +206,26 @@ Ref Arena::AdoptLarge(void* block, size_t size) {
     slot = static_cast<Ref>(large_.size());
     large_.push_back(block);
   }
-  reserved_bytes_ += AllocatedBytes(size);
+  large_bytes_ += BlockBytes(block, size);
   return slot | kLargeBit;
 }
 
-void* Arena::Free(Ref ref, size_t size) {
+LargeBlock Arena::Free(Ref ref, size_t size) {
   if (ref & kLargeBit) {
     const Ref slot = ref & ~kLargeBit;
-    void* block = large_[slot];
-    large_[slot] = nullptr;
+    const LargeBlock block = large_[slot];
+    large_[slot] = LargeBlock{};
     free_large_slots_.push_back(slot);
-    reserved_bytes_ -= AllocatedBytes(size);
+    large_bytes_ -= BlockBytes(block, size);
     return block;
   }
-  PushFree(ref, std::max(UnitsFor(size), kMinRecordUnits));
-  return nullptr;
+  const size_t units = std::max(UnitsFor(size), kMinRecordUnits);
+  const size_t page = ref >> kPageShift;
+  live_units_[page] -= static_cast<uint32_t>(units);
+  live_units_total_ -= units;
+  PushFree(ref, units);
+  if (live_units_[page] == 0 && page != current_ && page != 0) ReleasePage(page);
+  return LargeBlock{};
 }
 
 }  // namespace tiercache::engine_internal

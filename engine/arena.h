@@ -8,22 +8,35 @@
 // 8-byte granularity and 4-byte references (8-byte buckets, 4-byte list links)
 // the same entry costs 46.
 //
-// Small records (at most kMaxSmallRecord bytes) live in pages of 1..64 KiB.
-// A freed small record goes on the free list of its exact size (in 8-byte
-// units); an allocation takes from its own list, else splits the smallest
-// larger free record, else carves from the current page. Large records are
-// separate malloc blocks reached through a slot table, so a large value's
-// memory goes back to the system when it is removed.
+// Memory comes from the operating system and goes back to it (issue 11: the
+// budget you set is the memory you spend, whatever the mix of sizes):
+//   - Small records (at most kMaxSmallRecord = 16 KiB) live in pages of
+//     64 KiB mapped with mmap. A freed small record goes on the free list of
+//     its exact size (in 8-byte units); an allocation takes from its own
+//     list, else splits the smallest larger free record, else carves from the
+//     current page. A page whose records are all free is unmapped at once.
+//   - Large records are mapped one by one (rounded up to 4 KiB: at most 20%
+//     more than the record, since it is over 16 KiB) and unmapped when
+//     removed, so their memory goes back at once too. If the system refuses
+//     a mapping (vm.max_map_count), the record is a malloc block instead.
+// Neither rests in glibc's heap, which keeps what is freed in its middle.
+//
+// Free records carry their own header (FreeRecord): kFreeMark where a live
+// record's `prev` link is (a ref no record can have: it would need 2^31 - 1
+// large records), their size, and the links of a doubly-linked free list, so
+// that a page's free records can leave their lists when the page goes.
 //
 // Reference layout: bit 31 set: large, bits 0..30 index the slot table;
-// otherwise page index << page_shift | offset in 8-byte units. Reference 0 is
-// the first record of page 0: the stripe's LRU sentinel, never freed.
+// otherwise page index << kPageShift | offset in 8-byte units. Reference 0
+// is the first record of page 0: the stripe's LRU sentinel, never freed; page
+// 0 is never unmapped.
 //
 // Not thread-safe: the owning stripe's lock guards it.
 
 #ifndef TIERCACHE_ENGINE_ARENA_H_
 #define TIERCACHE_ENGINE_ARENA_H_
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -37,97 +50,123 @@ using Ref = uint32_t;
 
 inline constexpr size_t kUnit = 8;
 inline constexpr size_t kMinRecordUnits = 4;  // a record header is 32 bytes
-inline constexpr size_t kMaxSmallRecord = 1024;
+inline constexpr size_t kMaxSmallRecord = 16 * 1024;
 inline constexpr size_t kMaxSmallUnits = kMaxSmallRecord / kUnit;
+inline constexpr size_t kPageBytes = 64 * 1024;
+inline constexpr size_t kPageUnits = kPageBytes / kUnit;
+inline constexpr int kPageShift = 13;  // log2(kPageUnits)
+inline constexpr size_t kOsPage = 4096;
 inline constexpr Ref kLargeBit = Ref{1} << 31;
+static_assert(size_t{1} << kPageShift == kPageUnits);
 
 inline constexpr size_t UnitsFor(size_t bytes) { return (bytes + kUnit - 1) / kUnit; }
 inline constexpr bool IsSmallRecord(size_t bytes) { return bytes <= kMaxSmallRecord; }
-
-// Bytes glibc malloc really spends on a block of `size` bytes on 64-bit: an
-// 8-byte size header, 16-byte alignment, a 32-byte minimum; blocks past the
-// mmap threshold take whole pages plus a 16-byte header. Checked against
-// malloc_usable_size() in tests/unit/cache_test.cc.
-inline size_t AllocatedBytes(size_t size) {
-  constexpr size_t kMmapThreshold = 128 * 1024;
-  constexpr size_t kPage = 4096;
-  if (size + 8 >= kMmapThreshold) return (size + 16 + kPage - 1) / kPage * kPage;
-  size_t chunk = (size + 8 + 15) & ~size_t{15};
-  return chunk < 32 ? 32 : chunk;
+inline constexpr size_t RoundUpToOsPage(size_t bytes) {
+  return (bytes + kOsPage - 1) / kOsPage * kOsPage;
 }
 
 // The bytes a record of `size` bytes holds: its units in a page, or its
-// malloc block plus its slot.
+// mapping plus its slot.
 inline size_t RecordBytes(size_t size) {
-  return IsSmallRecord(size) ? UnitsFor(size) * kUnit : AllocatedBytes(size) + sizeof(void*);
+  return IsSmallRecord(size) ? std::max(UnitsFor(size), kMinRecordUnits) * kUnit
+                             : RoundUpToOsPage(size) + sizeof(void*);
 }
+
+// A large record's memory: mapped (or malloc'd, if the system refuses the
+// mapping). Built and released outside the stripe lock.
+struct LargeBlock {
+  void* ptr = nullptr;
+  size_t mapped_bytes = 0;  // 0: a malloc block
+};
+// Never fails (throws std::bad_alloc if the system is out of memory).
+LargeBlock AllocateLargeBlock(size_t size);
+void ReleaseLargeBlock(const LargeBlock& block);
 
 class Arena {
  public:
-  // `budget` (the stripe's max_bytes) sizes the pages: about 1/16 of it,
-  // between 1 and 64 KiB, so a small cache does not reserve far more than it
-  // may hold.
-  explicit Arena(size_t budget);
+  Arena();
   ~Arena();
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
   char* Ptr(Ref ref) const {
-    if (ref & kLargeBit) return static_cast<char*>(large_[ref & ~kLargeBit]);
-    return pages_[ref >> page_shift_] + (ref & offset_mask_) * kUnit;
+    if (ref & kLargeBit) return static_cast<char*>(large_[ref & ~kLargeBit].ptr);
+    return pages_[ref >> kPageShift] + (ref & (kPageUnits - 1)) * kUnit;
   }
 
   // True if `bytes` bytes at `ref` lie within memory the arena has handed out
-  // (whether or not a record still starts there).
+  // and still holds (whether or not a record still starts there).
   bool MayHoldRecord(Ref ref, size_t bytes = kMinRecordUnits * kUnit) const {
     if (ref & kLargeBit) {
       const Ref slot = ref & ~kLargeBit;
-      return slot < large_.size() && large_[slot] != nullptr;
+      return slot < large_.size() && large_[slot].ptr != nullptr;
     }
-    const size_t page = ref >> page_shift_;
-    const size_t end = (ref & offset_mask_) * kUnit + bytes;
-    return page < pages_.size() && end <= (page + 1 == pages_.size() ? bump_ : page_units_) * kUnit;
+    const size_t page = ref >> kPageShift;
+    const size_t end = (ref & (kPageUnits - 1)) * kUnit + bytes;
+    return page < pages_.size() && pages_[page] != nullptr &&
+           end <= (page == current_ ? bump_ : kPageUnits) * kUnit;
   }
 
-  // A record of `size` bytes; small ones come from pages, large ones from
-  // malloc. Never fails (throws std::bad_alloc if the system is out of memory).
+  // A record of `size` bytes: small ones from pages, large ones mapped.
+  // Never fails (throws std::bad_alloc if the system is out of memory).
   Ref Allocate(size_t size);
-  // Takes ownership of a malloc block of `size` bytes: a large record built
-  // outside the lock.
-  Ref AdoptLarge(void* block, size_t size);
-  // Releases a record of `size` bytes. A large record's block is returned, not
-  // freed, so the caller can free it after dropping the stripe lock.
-  void* Free(Ref ref, size_t size);
-  // Frees everything but the sentinel.
+  // Takes ownership of a large record's block, built outside the lock.
+  Ref AdoptLarge(const LargeBlock& block, size_t size);
+  // Releases a record of `size` bytes. A large record's block is returned,
+  // not released, so the caller can release it after dropping the stripe
+  // lock; a small record's page may be unmapped at once.
+  LargeBlock Free(Ref ref, size_t size);
+  // Frees everything but the sentinel, and unmaps every page but page 0.
   void Reset();
 
-  // Bytes taken from the system: pages plus large blocks. Exceeds the sum of
-  // live records by the free lists and the unused end of the current page.
-  size_t reserved_bytes() const { return reserved_bytes_; }
+  // Bytes taken from the system: the pages (the current one as far as it
+  // has been touched) and the large records' mappings. Exceeds the sum of
+  // live records by the free records in pages.
+  size_t reserved_bytes() const {
+    return (live_pages_ - 1) * kPageBytes + RoundUpToOsPage(bump_ * kUnit) + large_bytes_;
+  }
+  // Of which, free records in pages (and the unusable ends of pages).
+  size_t free_page_bytes() const {
+    return reserved_bytes() - large_bytes_ - live_units_total_ * kUnit;
+  }
 
  private:
   static constexpr Ref kNoFree = 0;  // ref 0 is the sentinel, never on a list
 
+  // A free small record's header.
+  struct FreeRecord {
+    Ref mark;  // kFreeMark
+    uint32_t units;
+    Ref next;  // on the free list of its size; kNoFree ends it
+    Ref prev;
+  };
+  static constexpr Ref kFreeMark = ~Ref{0};
+  FreeRecord* AsFree(Ref ref) const { return reinterpret_cast<FreeRecord*>(Ptr(ref)); }
+
   Ref AllocateSmall(size_t units);
   void PushFree(Ref ref, size_t units);
+  void Unlink(Ref ref);
   Ref PopFree(size_t units);
-  Ref* NextFree(Ref ref) const { return reinterpret_cast<Ref*>(Ptr(ref)); }
-  void NewPage();
+  // Starts a new current page (reusing an unmapped page's index first).
+  // False when the refs are exhausted.
+  bool NewPage();
+  // Unmaps `page`, whose records are all free.
+  void ReleasePage(size_t page);
   void FreeAll();
 
-  const size_t page_units_;
-  const int page_shift_;
-  const Ref offset_mask_;
-  const size_t max_pages_;
-
-  std::vector<char*> pages_;
-  size_t bump_ = 0;                             // next free unit in pages_.back()
+  std::vector<char*> pages_;         // nullptr: unmapped
+  std::vector<uint32_t> live_units_;  // per page: units in live records
+  std::vector<uint32_t> unmapped_;    // indices of unmapped pages, to reuse
+  size_t live_pages_ = 0;
+  size_t live_units_total_ = 0;
+  size_t current_ = 0;  // the page being carved
+  size_t bump_ = 0;     // next free unit in the current page
   std::array<Ref, kMaxSmallUnits + 1> free_{};  // by size in units
   // Bit u set: free_[u] is not empty; finds the smallest larger free record.
   std::array<uint64_t, (kMaxSmallUnits + 64) / 64> nonempty_{};
-  std::vector<void*> large_;
+  std::vector<LargeBlock> large_;
   std::vector<Ref> free_large_slots_;
-  size_t reserved_bytes_ = 0;
+  size_t large_bytes_ = 0;
 };
 
 }  // namespace tiercache::engine_internal

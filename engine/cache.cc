@@ -238,7 +238,9 @@ void Cache::Bury(Graveyard& dead) {
     options_.on_removal(
         Removal{bytes.substr(0, r.key_size), bytes.substr(r.key_size), r.flags, r.reason});
   }
-  for (void* block : dead.blocks) std::free(block);
+  for (const engine_internal::LargeBlock& block : dead.blocks) {
+    engine_internal::ReleaseLargeBlock(block);
+  }
 }
 
 absl::Status Cache::ValidateKey(std::string_view key) const {
@@ -336,18 +338,17 @@ absl::StatusOr<StoreResult> Cache::Store(std::string_view key, std::string_view 
   if (absl::Status s = ValidateWrite(key, value.size(), options); !s.ok()) return s;
   const uint64_t hash = engine_internal::HashKey(key);
   const int64_t now_ns = NowNanos();
-  engine_internal::NewRecord record{key, value, options.flags, ExpiryFor(options, now_ns)};
+  engine_internal::NewRecord record{key, value, options.flags, ExpiryFor(options, now_ns), {}};
   // A large record is built before the lock, so its allocation and copy stay
   // out of the critical section; small ones are written in place under it.
   const size_t size = engine_internal::RecordSize(key.size(), value.size());
   if (!engine_internal::IsSmallRecord(size)) {
-    record.large_block = std::malloc(size);
-    if (record.large_block == nullptr) throw std::bad_alloc();
-    engine_internal::WriteRecord(record.large_block, record);
+    record.large_block = engine_internal::AllocateLargeBlock(size);
+    engine_internal::WriteRecord(record.large_block.ptr, record);
   }
   Graveyard dead(keep_removed());
   const StoreResult result = StripeFor(hash).Store(record, hash, mode, cas, now_ns, &dead);
-  if (result != StoreResult::kStored) std::free(record.large_block);
+  if (result != StoreResult::kStored) engine_internal::ReleaseLargeBlock(record.large_block);
   if (!dead.empty()) Bury(dead);
   return result;
 }

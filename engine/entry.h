@@ -80,14 +80,14 @@ inline size_t RecordSize(size_t key_size, size_t value_size) {
 }
 
 // What a write stores. Large records are built by the caller before taking
-// the lock (`large_block`, from BuildLargeRecord); small ones are written into
+// the lock (`large_block`, from AllocateLargeBlock); small ones are written into
 // the arena under the lock.
 struct NewRecord {
   std::string_view key;
   std::string_view value;
   uint32_t flags = 0;
   int64_t expiry_ns = kNever;
-  void* large_block = nullptr;
+  LargeBlock large_block;  // ptr nullptr: small
 };
 
 // Writes the header, key and value into `at` (RecordSize bytes); CAS 0.
@@ -115,7 +115,7 @@ struct Graveyard {
   explicit Graveyard(bool keep) : keep_contents(keep) {}
   const bool keep_contents;  // a listener is set: copy key and value out
   absl::InlinedVector<Removed, 1> removed;
-  absl::InlinedVector<void*, 1> blocks;
+  absl::InlinedVector<LargeBlock, 1> blocks;
   bool empty() const { return removed.empty() && blocks.empty(); }
 };
 

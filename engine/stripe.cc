@@ -22,12 +22,13 @@ Stripe::Stripe(size_t max_bytes, size_t max_items, const Clock* clock, EvictionP
       max_items_(max_items),
       item_weight_(max_items == 0 ? 0 : (max_bytes + max_items - 1) / max_items),
       clock_(clock),
-      arena_(max_bytes),
+      arena_(),
       table_(0, RefHash{&arena_}, RefKeyEqual{&arena_}, PublishingAllocator<Ref>(&buckets_)),
       sketch_(seed),
       admission_random_(static_cast<uint32_t>(seed ^ (seed >> 32))) {
   SpinLockHolder hold(&lock_);
   table_.max_load_factor(kMaxLoadFactor);
+  table_.min_load_factor(kMinLoadFactor);
   ResetSentinelLocked();
   ResetPolicyLocked();
 }
@@ -96,7 +97,7 @@ Ref Stripe::FindLiveLocked(std::string_view key, uint64_t hash, int64_t now_ns, 
 
 Ref Stripe::MaterializeLocked(const NewRecord& record) {
   const size_t size = RecordSize(record.key.size(), record.value.size());
-  if (record.large_block != nullptr) return arena_.AdoptLarge(record.large_block, size);
+  if (record.large_block.ptr != nullptr) return arena_.AdoptLarge(record.large_block, size);
   const Ref ref = arena_.Allocate(size);
   WriteRecord(arena_.Ptr(ref), record);
   return ref;
@@ -201,6 +202,7 @@ void Stripe::Clear(Graveyard* dead) {
     }
   }
   table_.clear();
+  table_.rehash(0);  // the buckets go too (clear() keeps them)
   expiry_heap_.clear();
   expiring_ = 0;
   arena_.Reset();
@@ -295,7 +297,9 @@ void Stripe::DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
     dead->removed.push_back({reason, e->flags, e->key_size(),
                              std::string(e->key_data(), e->key_size() + e->value_size)});
   }
-  if (void* block = arena_.Free(ref, e->record_size())) dead->blocks.push_back(block);
+  if (const LargeBlock block = arena_.Free(ref, e->record_size()); block.ptr != nullptr) {
+    dead->blocks.push_back(block);
+  }
 }
 
 void Stripe::RecordAccessLocked(Ref ref) {

@@ -121,6 +121,11 @@ using RefTable = tsl::robin_set<Ref, RefHash, RefKeyEqual, PublishingAllocator<R
 // each entry small. With power-of-two growth the load is in (0.4, 0.8], so an
 // entry's mean share of the table is one bucket / 0.6.
 inline constexpr float kMaxLoadFactor = 0.8f;
+// And when entries leave (large values replacing small ones, say), the table
+// shrinks on the next insert once its load is under 0.25: it never holds more
+// than ~2.5x the buckets its entries were charged for, and a shrink brings the
+// load back into (0.4, 0.8].
+inline constexpr float kMinLoadFactor = 0.25f;
 inline constexpr size_t kBucketBytes = sizeof(tsl::detail_robin_hash::bucket_entry<Ref, false>);
 inline constexpr size_t kTableShareBytes = (kBucketBytes * 5 + 2) / 3;
 // An expiring entry's heap element, plus as much again for the stale elements
@@ -379,7 +384,7 @@ absl::Status Stripe::Mutate(std::string_view key, uint64_t hash, int64_t now_ns,
   std::string value;
   const Entry* e = At(old);
   if (absl::Status s = mutate(*e, &value); !s.ok()) return s;
-  NewRecord record{key, value, e->flags, e->expiry_ns, nullptr};
+  NewRecord record{key, value, e->flags, e->expiry_ns, {}};
   // The key bytes live in the old record, and so may `key`: build first.
   const Ref fresh = MaterializeLocked(record);
   if (tiny_lfu_) CountRequestLocked(SketchHash(key));

@@ -1,5 +1,6 @@
-// The record allocator on its own: reuse, splitting, large records, and the
-// bounds check the lazy expiry heap relies on.
+// The record allocator on its own: reuse, splitting, large records, pages
+// going back to the system, and the bounds check the lazy expiry heap relies
+// on.
 
 #include "arena.h"
 
@@ -13,10 +14,10 @@ namespace tiercache::engine_internal {
 namespace {
 
 TEST(ArenaTest, RefZeroIsReservedAndRecordsDoNotOverlap) {
-  Arena arena(1 << 20);
+  Arena arena;
   std::set<Ref> refs;
   std::vector<std::pair<Ref, size_t>> records;
-  for (size_t size : {32u, 40u, 33u, 1000u, 1024u, 64u}) {
+  for (size_t size : {32u, 40u, 33u, 1000u, 1024u, 64u, 16384u, 5000u}) {
     const Ref ref = arena.Allocate(size);
     EXPECT_NE(ref, 0u);
     EXPECT_TRUE(refs.insert(ref).second);
@@ -30,17 +31,17 @@ TEST(ArenaTest, RefZeroIsReservedAndRecordsDoNotOverlap) {
 }
 
 TEST(ArenaTest, FreedRecordIsReusedForTheSameSize) {
-  Arena arena(1 << 20);
+  Arena arena;
   const Ref a = arena.Allocate(80);
   arena.Allocate(80);
   const size_t reserved = arena.reserved_bytes();
-  EXPECT_EQ(arena.Free(a, 80), nullptr);
+  EXPECT_EQ(arena.Free(a, 80).ptr, nullptr);
   EXPECT_EQ(arena.Allocate(77), a);  // 77 bytes round up to the same 10 units
   EXPECT_EQ(arena.reserved_bytes(), reserved);
 }
 
 TEST(ArenaTest, LargerFreeRecordIsSplit) {
-  Arena arena(1 << 20);
+  Arena arena;
   const Ref big = arena.Allocate(800);  // 100 units
   arena.Allocate(40);                   // keeps the bump pointer past `big`
   arena.Free(big, 800);
@@ -50,30 +51,77 @@ TEST(ArenaTest, LargerFreeRecordIsSplit) {
   EXPECT_EQ(next, big + 10);
 }
 
-TEST(ArenaTest, PagesFollowTheBudget) {
-  Arena tiny(4096);  // pages of 1 KiB
-  EXPECT_EQ(tiny.reserved_bytes(), 1024u);
-  Arena big(size_t{1} << 30);  // pages of 64 KiB
-  EXPECT_EQ(big.reserved_bytes(), 65536u);
-  // A full page moves to a new one; reserved grows by a page.
-  for (int i = 0; i < 40; ++i) tiny.Allocate(64);
-  EXPECT_EQ(tiny.reserved_bytes(), 3u * 1024);
+// Reserved: whole pages, but the current one only as far as it is touched
+// (in 4 KiB steps), and large records' mappings.
+TEST(ArenaTest, ReservedCountsTouchedPagesAndMappings) {
+  Arena arena;
+  EXPECT_EQ(arena.reserved_bytes(), 4096u);  // the sentinel's first 4 KiB
+  for (int i = 0; i < 100; ++i) arena.Allocate(64);  // 32 + 6400 bytes
+  EXPECT_EQ(arena.reserved_bytes(), 8192u);
+  // Filling the page starts another: the first counts whole. 1100 records
+  // of 8 units after the sentinel's 4: 1023 fill page 0, 77 go to page 1.
+  for (int i = 0; i < 1000; ++i) arena.Allocate(64);
+  EXPECT_EQ(arena.reserved_bytes(), kPageBytes + 8192u);
+  const Ref large = arena.Allocate(20000);
+  EXPECT_NE(large & kLargeBit, 0u);
+  EXPECT_EQ(arena.reserved_bytes(), kPageBytes + 8192u + 20480u);
+  ReleaseLargeBlock(arena.Free(large, 20000));
+  EXPECT_EQ(arena.reserved_bytes(), kPageBytes + 8192u);
 }
 
-TEST(ArenaTest, LargeRecordsAreMallocBlocksReturnedOnFree) {
-  Arena arena(1 << 20);
-  const Ref ref = arena.Allocate(5000);
+// A page whose records are all free goes back to the system at once, and
+// its free records leave their lists (so nothing is handed out from it).
+TEST(ArenaTest, AnEmptyPageIsUnmapped) {
+  Arena arena;
+  std::vector<Ref> first_page, second_page;
+  while (arena.reserved_bytes() < kPageBytes) first_page.push_back(arena.Allocate(1000));
+  // Now carving page 1; fill some of it, then empty page... page 0 never
+  // goes (the sentinel), so fill page 1, move on to page 2, and empty page 1.
+  for (int i = 0; i < 70; ++i) second_page.push_back(arena.Allocate(1000));
+  const size_t reserved = arena.reserved_bytes();
+  size_t in_page_1 = 0;
+  for (const Ref ref : second_page) {
+    if ((ref >> kPageShift) == 1) {
+      arena.Free(ref, 1000);
+      ++in_page_1;
+    }
+  }
+  ASSERT_GT(in_page_1, 0u);
+  EXPECT_EQ(arena.reserved_bytes(), reserved - kPageBytes);
+  EXPECT_FALSE(arena.MayHoldRecord(Ref{1} << kPageShift));
+  // The next allocations of that size come from elsewhere, never page 1,
+  // until a new page reuses its index.
+  for (int i = 0; i < 5; ++i) {
+    const Ref ref = arena.Allocate(1000);
+    EXPECT_NE(ref >> kPageShift, 1u);
+    std::memset(arena.Ptr(ref), 1, 1000);
+  }
+}
+
+// Records up to 16 KiB are small (in pages); larger ones are mapped.
+TEST(ArenaTest, RecordsUpTo16KiBLiveInPages) {
+  Arena arena;
+  EXPECT_EQ(arena.Allocate(kMaxSmallRecord) & kLargeBit, 0u);
+  EXPECT_NE(arena.Allocate(kMaxSmallRecord + 1) & kLargeBit, 0u);
+  EXPECT_EQ(RecordBytes(kMaxSmallRecord), kMaxSmallRecord);
+  EXPECT_EQ(RecordBytes(kMaxSmallRecord + 1), 20480u + sizeof(void*));
+}
+
+TEST(ArenaTest, LargeRecordsAreMappedAndReturnedOnFree) {
+  Arena arena;
+  const Ref ref = arena.Allocate(50000);
   EXPECT_NE(ref & kLargeBit, 0u);
-  std::memset(arena.Ptr(ref), 7, 5000);
+  std::memset(arena.Ptr(ref), 7, 50000);
   EXPECT_TRUE(arena.MayHoldRecord(ref));
-  void* block = arena.Free(ref, 5000);
-  ASSERT_NE(block, nullptr);
-  std::free(block);
+  const LargeBlock block = arena.Free(ref, 50000);
+  ASSERT_NE(block.ptr, nullptr);
+  EXPECT_EQ(block.mapped_bytes, 53248u);
+  ReleaseLargeBlock(block);
   EXPECT_FALSE(arena.MayHoldRecord(ref));  // its slot is empty now
 }
 
 TEST(ArenaTest, MayHoldRecordStaysWithinHandedOutMemory) {
-  Arena arena(1 << 20);
+  Arena arena;
   const Ref ref = arena.Allocate(64);
   EXPECT_TRUE(arena.MayHoldRecord(ref, 64));
   EXPECT_FALSE(arena.MayHoldRecord(ref, 64 + 8));    // past the bump pointer
@@ -83,13 +131,12 @@ TEST(ArenaTest, MayHoldRecordStaysWithinHandedOutMemory) {
 }
 
 TEST(ArenaTest, ResetKeepsOnlyTheSentinel) {
-  Arena arena(1 << 20);
+  Arena arena;
   for (int i = 0; i < 5000; ++i) arena.Allocate(100);
-  void* block = arena.Free(arena.Allocate(4000), 4000);
-  std::free(block);
-  arena.Allocate(4000);
+  ReleaseLargeBlock(arena.Free(arena.Allocate(40000), 40000));
+  arena.Allocate(40000);
   arena.Reset();
-  EXPECT_EQ(arena.reserved_bytes(), 65536u);
+  EXPECT_EQ(arena.reserved_bytes(), 4096u);
   EXPECT_EQ(arena.Allocate(32), 4u);  // right after the sentinel
 }
 
