@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (arg.rfind("--scale=", 0) == 0 && absl::SimpleAtod(std::string(arg.substr(8)), &scale) && scale > 0) {
+    if (arg.rfind("--scale=", 0) == 0 && absl::SimpleAtod(std::string(arg.substr(8)), &scale) &&
+        scale > 0) {
       continue;
     }
     if (arg.rfind("--json=", 0) == 0) {

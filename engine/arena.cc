@@ -55,6 +55,16 @@ Arena::~Arena() {
   }
 }
 
+size_t Arena::PickEvacuee() const {
+  size_t best = kNoPage;
+  for (size_t page = 1; page < pages_.size(); ++page) {
+    if (pages_[page] == nullptr || page == current_) continue;
+    if (best == kNoPage || live_units_[page] < live_units_[best]) best = page;
+  }
+  if (best == kNoPage || live_units_[best] > kPageUnits / 8 * 7) return kNoPage;
+  return best;
+}
+
 void Arena::FreeAll() {
   for (const LargeBlock& block : large_) ReleaseLargeBlock(block);
   large_.clear();
@@ -77,6 +87,7 @@ void Arena::Reset() {
   live_units_total_ = kMinRecordUnits;
   current_ = 0;
   bump_ = kMinRecordUnits;
+  evacuating_ = kNoPage;
   // The rest of page 0 is touched memory the system may take back.
   madvise(pages_[0] + kOsPage, kPageBytes - kOsPage, MADV_DONTNEED);
 }
@@ -109,14 +120,18 @@ bool Arena::NewPage() {
 }
 
 void Arena::ReleasePage(size_t page) {
-  // Its records are all free and on their lists: take them off, walking the
-  // page record by record (a free record says its size; an end shorter than
-  // a record was never one).
-  for (size_t offset = 0; offset + kMinRecordUnits <= kPageUnits;) {
-    const Ref ref = static_cast<Ref>((page << kPageShift) | offset);
-    const size_t units = AsFree(ref)->units;
-    Unlink(ref);
-    offset += units;
+  // Its records are all free and on their lists (unless it was being
+  // evacuated): take them off, walking the page record by record (a free
+  // record says its size; an end shorter than a record was never one).
+  if (page == evacuating_) {
+    evacuating_ = kNoPage;
+  } else {
+    for (size_t offset = 0; offset + kMinRecordUnits <= kPageUnits;) {
+      const Ref ref = static_cast<Ref>((page << kPageShift) | offset);
+      const size_t units = AsFree(ref)->units;
+      Unlink(ref);
+      offset += units;
+    }
   }
   munmap(pages_[page], kPageBytes);
   pages_[page] = nullptr;
@@ -223,7 +238,13 @@ LargeBlock Arena::Free(Ref ref, size_t size) {
   const size_t page = ref >> kPageShift;
   live_units_[page] -= static_cast<uint32_t>(units);
   live_units_total_ -= units;
-  PushFree(ref, units);
+  if (page == evacuating_) {  // marked, so the walk skips it, but not listed
+    FreeRecord* f = AsFree(ref);
+    f->mark = kFreeMark;
+    f->units = static_cast<uint32_t>(units);
+  } else {
+    PushFree(ref, units);
+  }
   if (live_units_[page] == 0 && page != current_ && page != 0) ReleasePage(page);
   return LargeBlock{};
 }

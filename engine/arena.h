@@ -84,6 +84,8 @@ void ReleaseLargeBlock(const LargeBlock& block);
 
 class Arena {
  public:
+  static constexpr Ref kNoFree = 0;  // ref 0 is the sentinel, never on a list
+
   Arena();
   ~Arena();
   Arena(const Arena&) = delete;
@@ -119,6 +121,26 @@ class Arena {
   // Frees everything but the sentinel, and unmaps every page but page 0.
   void Reset();
 
+  // Compaction: the owner moves the live records out of one page at a time
+  // (the one with the least live, never page 0 or the current page), so that
+  // the page can be unmapped. While a page is being evacuated its free
+  // records are off their lists, so nothing moves into it.
+  bool evacuating() const { return evacuating_ != kNoPage; }
+  // Picks the page and takes its free records off their lists (the live
+  // ones' sizes from `size_of(ref)`). False if no page is at most 7/8 live.
+  template <typename SizeOf>
+  bool BeginEvacuation(SizeOf&& size_of);
+  // The next live record of the page being evacuated (its size from
+  // `size_of(ref)`), or kNoFree when none is left. The owner copies it
+  // elsewhere (Allocate never returns memory in this page), repoints every
+  // reference to it, and frees it; the page is unmapped when its last live
+  // record is freed.
+  template <typename SizeOf>
+  Ref NextToEvacuate(SizeOf&& size_of);
+  // Stops an evacuation (its free records go back on their lists).
+  template <typename SizeOf>
+  void AbandonEvacuation(SizeOf&& size_of);
+
   // Bytes taken from the system: the pages (the current one as far as it
   // has been touched) and the large records' mappings. Exceeds the sum of
   // live records by the free records in pages.
@@ -131,7 +153,7 @@ class Arena {
   }
 
  private:
-  static constexpr Ref kNoFree = 0;  // ref 0 is the sentinel, never on a list
+  static constexpr size_t kNoPage = ~size_t{0};
 
   // A free small record's header.
   struct FreeRecord {
@@ -150,24 +172,81 @@ class Arena {
   // Starts a new current page (reusing an unmapped page's index first).
   // False when the refs are exhausted.
   bool NewPage();
+  // The page BeginEvacuation takes, or kNoPage.
+  size_t PickEvacuee() const;
+  // Calls fn(ref, free) for each record of `page` (which is not the current
+  // one), in order.
+  template <typename SizeOf, typename Fn>
+  void ForEachRecordInPage(size_t page, SizeOf&& size_of, Fn&& fn);
   // Unmaps `page`, whose records are all free.
   void ReleasePage(size_t page);
   void FreeAll();
 
-  std::vector<char*> pages_;         // nullptr: unmapped
+  std::vector<char*> pages_;          // nullptr: unmapped
   std::vector<uint32_t> live_units_;  // per page: units in live records
   std::vector<uint32_t> unmapped_;    // indices of unmapped pages, to reuse
   size_t live_pages_ = 0;
   size_t live_units_total_ = 0;
-  size_t current_ = 0;  // the page being carved
-  size_t bump_ = 0;     // next free unit in the current page
+  size_t current_ = 0;                          // the page being carved
+  size_t bump_ = 0;                             // next free unit in the current page
   std::array<Ref, kMaxSmallUnits + 1> free_{};  // by size in units
   // Bit u set: free_[u] is not empty; finds the smallest larger free record.
   std::array<uint64_t, (kMaxSmallUnits + 64) / 64> nonempty_{};
+  size_t evacuating_ = kNoPage;  // the page being evacuated
+  size_t cursor_ = 0;            // in it, in units: records before it are done
   std::vector<LargeBlock> large_;
   std::vector<Ref> free_large_slots_;
   size_t large_bytes_ = 0;
 };
+
+template <typename SizeOf, typename Fn>
+void Arena::ForEachRecordInPage(size_t page, SizeOf&& size_of, Fn&& fn) {
+  for (size_t offset = 0; offset + kMinRecordUnits <= kPageUnits;) {
+    const Ref ref = static_cast<Ref>((page << kPageShift) | offset);
+    const FreeRecord* f = AsFree(ref);
+    const bool free = f->mark == kFreeMark;
+    // Read the size first: fn may change the record.
+    offset += free ? f->units : std::max(UnitsFor(size_of(ref)), kMinRecordUnits);
+    fn(ref, free);
+  }
+}
+
+template <typename SizeOf>
+bool Arena::BeginEvacuation(SizeOf&& size_of) {
+  const size_t page = PickEvacuee();
+  if (page == kNoPage) return false;
+  ForEachRecordInPage(page, size_of, [this](Ref ref, bool free) {
+    if (free) Unlink(ref);
+  });
+  evacuating_ = page;
+  cursor_ = 0;
+  return true;
+}
+
+template <typename SizeOf>
+void Arena::AbandonEvacuation(SizeOf&& size_of) {
+  if (evacuating_ == kNoPage) return;
+  const size_t page = evacuating_;
+  evacuating_ = kNoPage;
+  ForEachRecordInPage(page, size_of, [this](Ref ref, bool free) {
+    if (free) PushFree(ref, AsFree(ref)->units);
+  });
+}
+
+template <typename SizeOf>
+Ref Arena::NextToEvacuate(SizeOf&& size_of) {
+  while (evacuating_ != kNoPage && cursor_ + kMinRecordUnits <= kPageUnits) {
+    const Ref ref = static_cast<Ref>((evacuating_ << kPageShift) | cursor_);
+    const FreeRecord* f = AsFree(ref);
+    if (f->mark == kFreeMark) {
+      cursor_ += f->units;
+      continue;
+    }
+    cursor_ += std::max(UnitsFor(size_of(ref)), kMinRecordUnits);
+    return ref;
+  }
+  return kNoFree;
+}
 
 }  // namespace tiercache::engine_internal
 

@@ -547,6 +547,7 @@ CacheStats Cache::Stats() const {
     total.items += s.items;
     total.bytes += s.bytes;
     total.reserved_bytes += s.reserved_bytes;
+    total.compacted += s.compacted;
   }
   total.loads = loads_.load(std::memory_order_relaxed);
   total.load_failures = load_failures_.load(std::memory_order_relaxed);

@@ -90,8 +90,8 @@ class HillClimber {
 
  private:
   size_t capacity_ = 0;
-  double full_period_ = 1;  // requests per sample, eventually
-  double period_ = 1;       // requests in the current sample
+  double full_period_ = 1;    // requests per sample, eventually
+  double period_ = 1;         // requests in the current sample
   uint64_t sample_hits_ = 0;  // the totals when the current sample began
   uint64_t sample_misses_ = 0;
   double previous_hit_ratio_ = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -137,7 +138,7 @@ StoreResult Stripe::Store(const NewRecord& record, uint64_t hash, StoreMode mode
     LinkLocked(fresh);
   }
   ++stats_.sets;
-  EnforceBudgetLocked(now_ns, dead);
+  EnforceBudgetLocked(now_ns, dead, RecordSize(record.key.size(), record.value.size()));
   return StoreResult::kStored;
 }
 
@@ -354,7 +355,7 @@ bool Stripe::OverBudgetLocked() const {
   return stats_.bytes > max_bytes_ || (max_items_ != 0 && stats_.items > max_items_);
 }
 
-void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) {
+void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead, size_t written_bytes) {
   for (int i = 0; i < kExpiredTrimPerWrite; ++i) {
     const Ref ref = EarliestExpiredLocked(now_ns);
     if (ref == kSentinel) break;
@@ -371,6 +372,43 @@ void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) {
     }
   }
   if (tiny_lfu_) EvictTinyLfuLocked(dead);
+  // Moving twice what was written, and 4 KiB more, outpaces the
+  // fragmentation a write can cause (the records it pushed out weigh about
+  // what it wrote).
+  CompactLocked(2 * written_bytes + 4096);
+}
+
+void Stripe::CompactLocked(size_t budget_bytes) {
+  const auto size_of = [this](Ref ref) { return At(ref)->record_size(); };
+  size_t moved = 0;
+  while (moved < budget_bytes) {
+    if (!arena_.evacuating()) {
+      if (arena_.free_page_bytes() <= CompactionSlack()) return;
+      if (!arena_.BeginEvacuation(size_of)) return;
+    }
+    const Ref ref = arena_.NextToEvacuate(size_of);
+    if (ref == Arena::kNoFree) {  // cannot happen: the page goes with its last record
+      arena_.AbandonEvacuation(size_of);
+      return;
+    }
+    moved += MoveRecordLocked(ref);
+  }
+}
+
+size_t Stripe::MoveRecordLocked(Ref ref) {
+  const size_t size = At(ref)->record_size();
+  const Ref fresh = arena_.Allocate(size);
+  std::memcpy(arena_.Ptr(fresh), arena_.Ptr(ref), size);
+  Entry* e = At(fresh);
+  const std::string_view key = e->key();
+  auto it = table_.find(key, HashKey(key));
+  const_cast<Ref&>(*it) = fresh;
+  At(e->prev)->next = fresh;
+  At(e->next)->prev = fresh;
+  if (e->expires()) HeapPushLocked(fresh);
+  arena_.Free(ref, size);  // small: nothing to release outside the lock
+  ++stats_.compacted;
+  return size;
 }
 
 void Stripe::OnAccessLocked(Ref ref) {
@@ -427,8 +465,7 @@ void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
       climber_started_ = true;
       climber_.Reset(Capacity() / ClimberUnit(), sketch_.sample_size(), hits_, misses_);
     }
-  } else if (const int64_t adjustment = climber_.TakeAdjustment(hits_, misses_);
-             adjustment != 0) {
+  } else if (const int64_t adjustment = climber_.TakeAdjustment(hits_, misses_); adjustment != 0) {
     const int64_t target =
         static_cast<int64_t>(window_target_) + adjustment * static_cast<int64_t>(ClimberUnit());
     window_target_ =

@@ -142,7 +142,7 @@ enum class StoreMode : int { kSet, kAdd, kReplace, kCompareAndSwap };
 
 struct StripeStats {
   uint64_t hits = 0, misses = 0, sets = 0, evictions = 0, expirations = 0;
-  uint64_t items = 0, bytes = 0, reserved_bytes = 0;
+  uint64_t items = 0, bytes = 0, reserved_bytes = 0, compacted = 0;
 };
 
 class alignas(64) Stripe {
@@ -236,7 +236,26 @@ class alignas(64) Stripe {
   void RecordAccessLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   void DrainAccessesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   bool OverBudgetLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
-  void EnforceBudgetLocked(int64_t now_ns, Graveyard* dead) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Evicts until the budget holds, then compacts in proportion to
+  // `written_bytes`, the size of the record the call wrote.
+  void EnforceBudgetLocked(int64_t now_ns, Graveyard* dead, size_t written_bytes = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+
+  // Compaction (issue 11). When the arena's pages hold more free bytes than
+  // kCompactionSlack allows, live records are moved out of the sparsest page
+  // (Arena::BeginEvacuation) so that it can be unmapped: at most
+  // `budget_bytes` of records per call, so a call's pause is bounded by what
+  // it wrote, never by the cache's size. A move keeps everything but the
+  // record's address: key, value, flags, CAS, expiry, list position and
+  // segment (the table's ref and the neighbours' links are repointed, and the
+  // expiry heap gets an element for the new address; the old one goes stale).
+  // The access batch must be empty (writes drain it first).
+  void CompactLocked(size_t budget_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Moves one record; returns its size.
+  size_t MoveRecordLocked(Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Free bytes in pages that are left alone: 1/32 of the budget, and at
+  // least two pages (one being carved, one being evacuated).
+  size_t CompactionSlack() const { return std::max(max_bytes_ / 32, 2 * kPageBytes); }
 
   // List primitives, for any of the lists.
   void InsertAfterLocked(Ref after, Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
@@ -306,7 +325,7 @@ class alignas(64) Stripe {
   // Read by every operation, written by writes.
   alignas(64) BucketArray buckets_;
   const size_t max_bytes_;
-  const size_t max_items_;  // 0: unbounded
+  const size_t max_items_;    // 0: unbounded
   const size_t item_weight_;  // max_bytes_ / max_items_, rounded up; 0 without an item bound
   const Clock* const clock_;
   Arena arena_ ABSL_GUARDED_BY(lock_);
@@ -390,7 +409,7 @@ absl::Status Stripe::Mutate(std::string_view key, uint64_t hash, int64_t now_ns,
   if (tiny_lfu_) CountRequestLocked(SketchHash(key));
   ReplaceLocked(old, fresh, hash, dead);
   ++stats_.sets;
-  EnforceBudgetLocked(now_ns, dead);
+  EnforceBudgetLocked(now_ns, dead, RecordSize(key.size(), value.size()));
   return absl::OkStatus();
 }
 

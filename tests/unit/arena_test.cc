@@ -55,7 +55,7 @@ TEST(ArenaTest, LargerFreeRecordIsSplit) {
 // (in 4 KiB steps), and large records' mappings.
 TEST(ArenaTest, ReservedCountsTouchedPagesAndMappings) {
   Arena arena;
-  EXPECT_EQ(arena.reserved_bytes(), 4096u);  // the sentinel's first 4 KiB
+  EXPECT_EQ(arena.reserved_bytes(), 4096u);          // the sentinel's first 4 KiB
   for (int i = 0; i < 100; ++i) arena.Allocate(64);  // 32 + 6400 bytes
   EXPECT_EQ(arena.reserved_bytes(), 8192u);
   // Filling the page starts another: the first counts whole. 1100 records

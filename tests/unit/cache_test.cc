@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -247,6 +248,134 @@ TEST_F(CacheTest, ChargeIsTheRecordPlusItsShares) {
   EXPECT_EQ(Cache::ChargeFor(0, 16384 - 32), 16384 + table_share);
   EXPECT_EQ(Cache::ChargeFor(0, 16384 - 31), 20480 + sizeof(void*) + table_share);
   EXPECT_EQ(Cache::ChargeFor(0, 100000 - 32), 102400 + sizeof(void*) + table_share);
+}
+
+// --- Memory under drifting value sizes (issue 11) ----------------------------
+
+// The documented bound on reserved bytes: 1.1x max_bytes, plus per stripe
+// three 64 KiB pages (the one being carved, the one being evacuated, page 0)
+// and 16 KiB (free-list heads, a small table, the compaction slack's floor).
+size_t ReservedBound(const Cache& cache) {
+  return cache.options().max_bytes * 11 / 10 + cache.stripe_count() * (3 * 65536 + 16384);
+}
+
+// A value that says whose it is: `key`, then `version` and filler to `size`.
+std::string ValueFor(std::string_view key, uint64_t version, size_t size) {
+  std::string value = absl::StrCat(std::string(key), "#", version, "#");
+  value.resize(std::max(size, value.size()), static_cast<char>('a' + version % 26));
+  return value;
+}
+
+// Small values, then 2-4 KiB ones, small again, then 1 B - 64 KiB: after
+// every write the reserved bytes stay within their bound; every hit returns
+// the value last written for its key (records that moved kept their bytes);
+// the invariants hold.
+TEST_F(CacheTest, DriftingSizesStayWithinTheReservedBound) {
+  for (const size_t stripes : {size_t{1}, size_t{4}}) {
+    SCOPED_TRACE(absl::StrCat(stripes, " stripes"));
+    CacheOptions options;
+    options.max_bytes = 4 << 20;
+    options.stripes = stripes;
+    options.clock = &clock_;
+    auto cache = *Cache::Create(options);
+    std::mt19937_64 rng(11);
+    constexpr size_t kKeys = 20000;
+    std::vector<std::pair<uint64_t, size_t>> last(kKeys);  // (version, size) per key
+    uint64_t version = 0;
+    size_t peak = 0;
+    struct Phase {
+      int writes;
+      size_t min, max;
+    };
+    for (const Phase& phase : {Phase{60000, 40, 40}, Phase{4000, 2048, 4096}, Phase{60000, 40, 40},
+                               Phase{1500, 1, 65536}, Phase{60000, 40, 40}}) {
+      for (int i = 0; i < phase.writes; ++i) {
+        const size_t k = rng() % kKeys;
+        const std::string key = absl::StrCat("key", k);
+        const size_t size = phase.min + rng() % (phase.max - phase.min + 1);
+        ASSERT_TRUE(cache->Set(key, ValueFor(key, ++version, size)).ok());
+        last[k] = {version, size};
+        const size_t reserved = cache->Stats().reserved_bytes;
+        peak = std::max(peak, reserved);
+        ASSERT_LE(reserved, ReservedBound(*cache)) << "write " << i;
+        if (i % 16 == 0) {  // a read of another key
+          const size_t r = rng() % kKeys;
+          const std::string other = absl::StrCat("key", r);
+          std::optional<std::string> got = cache->Get(other);
+          if (got.has_value()) {
+            ASSERT_EQ(*got, ValueFor(other, last[r].first, last[r].second));
+          }
+        }
+      }
+      ASSERT_TRUE(cache->VerifyInvariants().ok()) << cache->VerifyInvariants();
+    }
+    for (size_t k = 0; k < kKeys; ++k) {
+      const std::string key = absl::StrCat("key", k);
+      std::optional<std::string> got = cache->Get(key);
+      if (got.has_value()) {
+        ASSERT_EQ(*got, ValueFor(key, last[k].first, last[k].second));
+      }
+    }
+    const CacheStats stats = cache->Stats();
+    EXPECT_GT(stats.compacted, 0u);
+    std::printf("%zu stripes: peak reserved %.2fx max_bytes, %llu records compacted\n", stripes,
+                static_cast<double>(peak) / static_cast<double>(options.max_bytes),
+                static_cast<unsigned long long>(stats.compacted));
+    cache->Clear();
+    EXPECT_LE(cache->Stats().reserved_bytes, stripes * 8192);  // page 0's touched part, and so on
+  }
+}
+
+// A record that compaction moves keeps its value, flags, CAS, expiry and
+// place in the LRU order: one stripe, so the order is exact.
+TEST_F(CacheTest, CompactionKeepsEveryFieldAndTheLruOrder) {
+  auto cache = MakeOneStripe(0, 8 << 20);
+  constexpr int kKeys = 6000;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    ASSERT_TRUE(cache->Set(key, ValueFor(key, 1, 60), {absl::Hours(1 + i % 5), 7u * i}).ok());
+  }
+  // Reading in key order makes the LRU order the key order.
+  std::map<int, Item> before;
+  for (int i = 0; i < kKeys; ++i) before[i] = *cache->GetItem(absl::StrCat("k", i));
+  // Two keys of three go: the pages are a third live.
+  for (int i = 0; i < kKeys; ++i) {
+    if (i % 3 != 0) {
+      ASSERT_TRUE(cache->Delete(absl::StrCat("k", i)));
+    }
+  }
+  log_.Take();
+  // Writes of new keys let compaction run, moving the survivors.
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(cache->Set(absl::StrCat("new", i), "v").ok());
+  ASSERT_GT(cache->Stats().compacted, 0u);
+  ASSERT_TRUE(cache->VerifyInvariants().ok()) << cache->VerifyInvariants();
+  // Every field is as it was. Reading in key order keeps the survivors in
+  // key order, now all more recent than the new keys.
+  for (int i = 0; i < kKeys; i += 3) {
+    std::optional<Item> item = cache->GetItem(absl::StrCat("k", i));
+    ASSERT_TRUE(item.has_value()) << i;
+    EXPECT_EQ(item->value, before[i].value);
+    EXPECT_EQ(item->flags, before[i].flags);
+    EXPECT_EQ(item->cas, before[i].cas);
+    EXPECT_EQ(item->expiry, before[i].expiry);
+  }
+  // Filling the cache with new entries evicts in exact LRU order: the 200
+  // new keys, then the survivors in key order.
+  std::vector<std::string> expected;
+  for (int i = 0; i < 200; ++i) expected.push_back(absl::StrCat("new", i));
+  for (int i = 0; i < kKeys; i += 3) expected.push_back(absl::StrCat("k", i));
+  const std::string filler(4000, 'f');
+  std::vector<std::string> evicted;
+  for (int i = 0; evicted.size() < expected.size(); ++i) {
+    ASSERT_LT(i, 100000);
+    ASSERT_TRUE(cache->Set(absl::StrCat("fill", i), filler).ok());
+    for (const std::string& event : log_.Take()) {
+      if (event.rfind("evicted:", 0) != 0) continue;
+      const std::string key = event.substr(8, event.find('=') - 8);
+      if (key.rfind("fill", 0) != 0) evicted.push_back(key);
+    }
+  }
+  EXPECT_EQ(evicted, expected);
 }
 
 // --- TTL ------------------------------------------------------------------

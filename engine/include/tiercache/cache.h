@@ -144,10 +144,13 @@ struct CacheStats {
   uint64_t expirations = 0;
   uint64_t items = 0;
   uint64_t bytes = 0;  // charged bytes, <= max_bytes
-  // Memory the stripes hold from the allocator: records' pages (including
-  // free space kept for reuse), hash tables and expiry heaps. >= bytes
-  // minus the tables' share; see docs/design.md.
+  // Memory the stripes hold from the system: records' pages (including
+  // free space kept for reuse) and mappings, hash tables, expiry heaps and
+  // kTinyLfu's sketches. At every call's return it is at most 1.1x
+  // max_bytes plus a fixed overhead per stripe (docs/design.md, "Memory").
   uint64_t reserved_bytes = 0;
+  // Records moved by compaction, to let pages go back to the system.
+  uint64_t compacted = 0;
   uint64_t loads = 0;  // loader calls made by GetOrLoad
   uint64_t load_failures = 0;
   uint64_t load_waits = 0;  // GetOrLoad calls answered by another caller's load
