@@ -9,11 +9,15 @@
 // the item count is <= `max_items`.
 //
 // What "charge" means: the real memory an entry holds — its record (a 32-byte
-// header + key + value, rounded up to 8 bytes in the stripe's pages, or a
-// malloc block as glibc rounds it for records over 1 KiB), its share of the
+// header + key + value, rounded up to 8 bytes in the stripe's pages, or up to
+// 4 KiB for records over 16 KiB, which are mapped on their own), its share of the
 // hash table (one 8-byte bucket divided by the table's mean load) and, if it
 // expires, its share of the expiry heap. It is not a guess supplied by the
-// caller.
+// caller. And what the cache holds from the system (`Stats().reserved_bytes`:
+// pages, mappings, tables, free space kept for reuse) stays within 1.1x
+// `max_bytes` plus a fixed overhead per stripe, however value sizes drift:
+// sparse pages are compacted and unmapped, and `Clear()` or destruction
+// returns the memory to the system (docs/design.md, "Memory").
 //
 // Striping: the cache is N independent stripes, each a complete single-lock
 // LRU cache with its own hash table, LRU list and expiry heap, holding
