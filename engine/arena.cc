@@ -70,7 +70,7 @@ void Arena::FreeAll() {
   large_.clear();
   free_large_slots_.clear();
   large_bytes_ = 0;
-  free_.fill(kNoFree);
+  std::fill(free_.begin(), free_.end(), kNoFree);
   nonempty_.fill(0);
 }
 
