@@ -15,7 +15,9 @@
 // After each phase it prints Stats().bytes, Stats().reserved_bytes (and the
 // largest reserved_bytes seen during the phase, read every 4096 writes), the
 // process's RSS growth since before the cache was created, and RSS growth /
-// max_bytes. RSS is VmRSS from /proc/self/status; the values written are
+// max_bytes; the JSON also has reserved bytes and RSS growth every 100k
+// writes of the 64 MiB cache, for the chart of docs/performance.md. RSS is
+// VmRSS from /proc/self/status; the values written are
 // views into one buffer made before the baseline is read, so the only memory
 // that grows is the cache's (and glibc's around it).
 //
@@ -79,6 +81,12 @@ struct Phase {
   size_t min_value, max_value;
 };
 
+// A point of the RSS-over-time chart: after `write` writes in all.
+struct Sample {
+  size_t write;
+  size_t reserved, rss_growth;
+};
+
 struct Row {
   std::string phase;
   size_t max_bytes;
@@ -113,6 +121,9 @@ class Runner {
         std::exit(1);
       }
       if (i % 4096 == 0) peak = std::max<size_t>(peak, cache_->Stats().reserved_bytes);
+      if (++writes_ % kSampleEvery == 0) {
+        samples_.push_back({writes_, cache_->Stats().reserved_bytes, Growth()});
+      }
     }
     return Measure(phase.name, peak);
   }
@@ -144,6 +155,14 @@ class Runner {
 
   const size_t max_bytes_;
   const size_t rss_base_;
+  size_t writes_ = 0;
+  std::vector<Sample> samples_;
+
+ public:
+  static constexpr size_t kSampleEvery = 100'000;
+  const std::vector<Sample>& samples() const { return samples_; }
+
+ private:
   const std::vector<std::string>& keys_;
   std::unique_ptr<tiercache::Cache> cache_;
 };
@@ -158,8 +177,18 @@ void Print(const Row& row) {
   std::fflush(stdout);
 }
 
-std::string Json(const std::vector<Row>& rows) {
-  std::string json = "{\n  \"program\": \"memory_drift\",\n  \"rows\": [\n";
+std::string Json(const std::vector<Row>& rows, const std::vector<Sample>& samples,
+                 const std::vector<size_t>& phase_ends) {
+  std::string json = "{\n  \"program\": \"memory_drift\",\n  \"samples\": [";
+  for (size_t i = 0; i < samples.size(); ++i) {
+    json += absl::StrFormat("%s[%d, %d, %d]", i ? ", " : "", samples[i].write, samples[i].reserved,
+                            samples[i].rss_growth);
+  }
+  json += "],\n  \"phase_ends\": [";
+  for (size_t i = 0; i < phase_ends.size(); ++i) {
+    json += absl::StrFormat("%s%d", i ? ", " : "", phase_ends[i]);
+  }
+  json += "],\n  \"rows\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     json += absl::StrFormat(
@@ -202,6 +231,9 @@ int main(int argc, char** argv) {
   std::printf("%-42s %9s %9s %9s %9s %8s\n", "phase (MiB)", "bytes", "reserved", "peak res",
               "RSS grow", "RSS/max");
   std::vector<Row> rows;
+  std::vector<Sample> samples;     // the 64 MiB cache's, every 100k writes
+  std::vector<size_t> phase_ends;  // in writes
+  size_t written = 0;
   {
     malloc_trim(0);
     Runner runner(64 * kMiB, 0, keys, VmRssBytes());
@@ -216,7 +248,10 @@ int main(int argc, char** argv) {
     for (const Phase& phase : phases) {
       rows.push_back(runner.Run(phase, values, random));
       Print(rows.back());
+      written += phase.writes;
+      phase_ends.push_back(written);
     }
+    samples = runner.samples();
     rows.push_back(runner.Clear());
     Print(rows.back());
     rows.push_back(runner.Destroy());
@@ -233,7 +268,7 @@ int main(int argc, char** argv) {
   }
   if (!json_path.empty()) {
     std::ofstream out(json_path);
-    out << Json(rows);
+    out << Json(rows, samples, phase_ends);
     if (!out) {
       std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
       return 1;

@@ -7,9 +7,11 @@ Reads
   engine_bench.json   Google Benchmark JSON of bench/engine_bench (aggregates)
   hit_ratio.json      bench/hit_ratio --json
   tiered_bench.json   bench/tiered_bench --json (optional)
+  memory_drift.json   bench/memory_drift --json (optional)
 and writes
   throughput_vs_threads.svg   median Get throughput at 1, 2 and 8 threads
   hit_ratio_vs_size.svg       hit ratio against capacity, one panel per trace
+  memory_drift.svg            RSS and reserved bytes over time, bench/memory_drift
   tiered_vs_baselines.svg     TieredCache figures against their baselines
 
 Needs Debian's python3-matplotlib (apt-get install python3-matplotlib); runs
@@ -119,6 +121,36 @@ def hit_ratio_vs_size(results, out):
     save(fig, os.path.join(out, "hit_ratio_vs_size.svg"))
 
 
+def memory_drift(results, out):
+    path = os.path.join(results, "memory_drift.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        data = json.load(f)
+    max_bytes = data["rows"][0]["max_bytes"]
+    mib = 1024 * 1024
+    writes = [s[0] / 1e6 for s in data["samples"]]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(writes, [s[2] / mib for s in data["samples"]], label="RSS growth")
+    ax.plot(writes, [s[1] / mib for s in data["samples"]], "--", label="Stats().reserved_bytes")
+    ax.axhline(max_bytes / mib, color="black", linewidth=0.8, label="max_bytes")
+    ax.axhline(1.15 * max_bytes / mib, color="red", linewidth=0.8, linestyle=":",
+               label="1.15x max_bytes (the bound)")
+    names = ["40 B", "2-4 KiB", "40 B", "1 B-64 KiB", "40 B"]
+    start = 0
+    for end, name in zip(data["phase_ends"], names):
+        ax.axvline(end / 1e6, color="grey", linewidth=0.5)
+        ax.text((start + end) / 2e6, 8, name, ha="center", fontsize=8)
+        start = end
+    ax.set_xlabel("writes (millions)")
+    ax.set_ylabel("MiB")
+    ax.set_ylim(0, 1.4 * max_bytes / mib)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    fig.suptitle("Memory while value sizes drift: a 64 MiB cache; bench/memory_drift")
+    save(fig, os.path.join(out, "memory_drift.svg"))
+
+
 def tiered_vs_baselines(results, out):
     path = os.path.join(results, "tiered_bench.json")
     if not os.path.exists(path):
@@ -149,6 +181,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     throughput_vs_threads(args.results, args.out)
     hit_ratio_vs_size(args.results, args.out)
+    memory_drift(args.results, args.out)
     tiered_vs_baselines(args.results, args.out)
 
 
