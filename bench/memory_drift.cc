@@ -26,6 +26,7 @@
 
 #include <malloc.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -91,6 +92,8 @@ struct Row {
   std::string phase;
   size_t max_bytes;
   size_t bytes, reserved, peak_reserved, rss_growth;
+  double writes_per_second = 0;  // the phase's Sets (with the sampling of Stats)
+  uint64_t compacted = 0;        // records moved by compaction, in all so far
 };
 
 class Runner {
@@ -110,6 +113,7 @@ class Runner {
   }
 
   Row Run(const Phase& phase, std::string_view values, Random& random) {
+    const auto start = std::chrono::steady_clock::now();
     size_t peak = 0;
     for (size_t i = 0; i < phase.writes; ++i) {
       const size_t size = random.Between(phase.min_value, phase.max_value);
@@ -125,7 +129,12 @@ class Runner {
         samples_.push_back({writes_, cache_->Stats().reserved_bytes, Growth()});
       }
     }
-    return Measure(phase.name, peak);
+    Row row = Measure(phase.name, peak);
+    row.compacted = cache_->Stats().compacted;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    row.writes_per_second = static_cast<double>(phase.writes) / seconds;
+    return row;
   }
 
   Row Clear() {
@@ -169,11 +178,14 @@ class Runner {
 
 void Print(const Row& row) {
   const double mib = static_cast<double>(kMiB);
-  std::printf("%-42s %9.1f %9.1f %9.1f %9.1f %8.2f\n", row.phase.c_str(),
+  const bool timed = row.writes_per_second > 0;
+  std::printf("%-42s %9.1f %9.1f %9.1f %9.1f %8.2f %9s %10s\n", row.phase.c_str(),
               static_cast<double>(row.bytes) / mib, static_cast<double>(row.reserved) / mib,
               static_cast<double>(row.peak_reserved) / mib,
               static_cast<double>(row.rss_growth) / mib,
-              static_cast<double>(row.rss_growth) / static_cast<double>(row.max_bytes));
+              static_cast<double>(row.rss_growth) / static_cast<double>(row.max_bytes),
+              timed ? absl::StrFormat("%.2fM", row.writes_per_second / 1e6).c_str() : "",
+              timed ? absl::StrFormat("%d", row.compacted).c_str() : "");
   std::fflush(stdout);
 }
 
@@ -228,8 +240,8 @@ int main(int argc, char** argv) {
   Random fill(7);
   for (char& c : values) c = static_cast<char>('a' + fill.Next() % 26);
 
-  std::printf("%-42s %9s %9s %9s %9s %8s\n", "phase (MiB)", "bytes", "reserved", "peak res",
-              "RSS grow", "RSS/max");
+  std::printf("%-42s %9s %9s %9s %9s %8s %9s %10s\n", "phase (MiB)", "bytes", "reserved",
+              "peak res", "RSS grow", "RSS/max", "writes/s", "compacted");
   std::vector<Row> rows;
   std::vector<Sample> samples;     // the 64 MiB cache's, every 100k writes
   std::vector<size_t> phase_ends;  // in writes

@@ -5,13 +5,17 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 namespace tiercache::engine_internal {
 namespace {
 
-// Anonymous memory from the system, or nullptr if it refuses.
-void* Map(size_t bytes) {
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+// Anonymous memory from the system, or nullptr if it refuses. `populate`:
+// fault every page in now, in one call, for memory about to be written
+// whole (a large record): one fault per 4 KiB page cost more.
+void* Map(size_t bytes, bool populate = false) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
@@ -24,7 +28,7 @@ size_t BlockBytes(const LargeBlock& block, size_t size) {
 
 LargeBlock AllocateLargeBlock(size_t size) {
   const size_t bytes = RoundUpToOsPage(size);
-  if (void* p = Map(bytes)) return {p, bytes};
+  if (void* p = Map(bytes, /*populate=*/true)) return {p, bytes};
   // Out of mappings (vm.max_map_count) rather than memory, most likely: a
   // malloc block still works, it just does not go back to the system.
   void* p = std::malloc(size);
@@ -41,6 +45,52 @@ void ReleaseLargeBlock(const LargeBlock& block) {
   }
 }
 
+LargeBlock LargeBlockPool::Take(size_t size) {
+  const size_t bytes = RoundUpToOsPage(size);
+  const size_t pages = bytes / kOsPage;
+  if (pages <= kMaxPages) {
+    SpinLockHolder hold(&lock_);
+    if (!kept_[pages].empty()) {
+      void* p = kept_[pages].back();
+      kept_[pages].pop_back();
+      bytes_ -= bytes;
+      return {p, bytes};
+    }
+  }
+  return AllocateLargeBlock(size);
+}
+
+void LargeBlockPool::Put(const LargeBlock& block) {
+  const size_t pages = block.mapped_bytes / kOsPage;
+  if (block.mapped_bytes != 0 && pages <= kMaxPages) {
+    SpinLockHolder hold(&lock_);
+    if (bytes_ + block.mapped_bytes <= max_bytes_) {
+      kept_[pages].push_back(block.ptr);
+      bytes_ += block.mapped_bytes;
+      return;
+    }
+  }
+  ReleaseLargeBlock(block);
+}
+
+void LargeBlockPool::Clear() {
+  std::vector<LargeBlock> blocks;
+  {
+    SpinLockHolder hold(&lock_);
+    for (size_t pages = 0; pages <= kMaxPages; ++pages) {
+      for (void* p : kept_[pages]) blocks.push_back({p, pages * kOsPage});
+      kept_[pages].clear();
+    }
+    bytes_ = 0;
+  }
+  for (const LargeBlock& block : blocks) ReleaseLargeBlock(block);
+}
+
+size_t LargeBlockPool::bytes() const {
+  SpinLockHolder hold(&lock_);
+  return bytes_;
+}
+
 Arena::Arena() {
   NewPage();
   bump_ = kMinRecordUnits;  // ref 0: the sentinel
@@ -50,6 +100,7 @@ Arena::Arena() {
 
 Arena::~Arena() {
   FreeAll();
+  if (spare_ != nullptr) munmap(spare_, kPageBytes);
   for (char* page : pages_) {
     if (page != nullptr) munmap(page, kPageBytes);
   }
@@ -81,6 +132,7 @@ void Arena::Reset() {
     if (pages_[page] != nullptr) munmap(pages_[page], kPageBytes);
   }
   pages_.resize(1);
+  if (spare_ != nullptr) munmap(std::exchange(spare_, nullptr), kPageBytes);
   live_units_.assign(1, kMinRecordUnits);
   unmapped_.clear();
   live_pages_ = 1;
@@ -100,7 +152,8 @@ bool Arena::NewPage() {
     page = pages_.size();
     if (page >= (size_t{1} << (31 - kPageShift))) return false;  // refs exhausted
   }
-  char* memory = static_cast<char*>(Map(kPageBytes));
+  char* memory = std::exchange(spare_, nullptr);
+  if (memory == nullptr) memory = static_cast<char*>(Map(kPageBytes));
   if (memory == nullptr) throw std::bad_alloc();
   if (page == pages_.size()) {
     pages_.push_back(memory);
@@ -133,7 +186,15 @@ void Arena::ReleasePage(size_t page) {
       offset += units;
     }
   }
-  munmap(pages_[page], kPageBytes);
+  // One emptied page is kept for the next new page: where pages empty and
+  // fill at the same rate (values growing), that saves a mapping, an unmapping
+  // and 16 page faults per page. bench/memory_drift, 2-4 KiB values after
+  // small ones: 0.13M -> ... writes/s.
+  if (spare_ == nullptr) {
+    spare_ = pages_[page];
+  } else {
+    munmap(pages_[page], kPageBytes);
+  }
   pages_[page] = nullptr;
   unmapped_.push_back(static_cast<uint32_t>(page));
   --live_pages_;

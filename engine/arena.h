@@ -44,6 +44,9 @@
 #include <cstdlib>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "spin_lock.h"
+
 namespace tiercache::engine_internal {
 
 using Ref = uint32_t;
@@ -81,6 +84,37 @@ struct LargeBlock {
 // Never fails (throws std::bad_alloc if the system is out of memory).
 LargeBlock AllocateLargeBlock(size_t size);
 void ReleaseLargeBlock(const LargeBlock& block);
+
+// Mapped large-record blocks that were freed, kept for the next large
+// records of the same size (in 4 KiB pages), up to a byte limit: a fresh
+// mapping costs a system call, its page faults and, when it goes, a TLB
+// shootdown, and with values of 16-64 KiB that made writes 6x slower than
+// reusing malloc's blocks (bench/memory_drift, phase 4). One per Cache,
+// shared by its stripes, with its own lock; used outside the stripe locks.
+class LargeBlockPool {
+ public:
+  explicit LargeBlockPool(size_t max_bytes) : max_bytes_(max_bytes) {}
+  ~LargeBlockPool() { Clear(); }
+  LargeBlockPool(const LargeBlockPool&) = delete;
+  LargeBlockPool& operator=(const LargeBlockPool&) = delete;
+
+  // A block for a record of `size` bytes: a kept one of the same size, or a
+  // new one.
+  LargeBlock Take(size_t size);
+  // Keeps `block` if it is mapped and the pool has room; else releases it.
+  void Put(const LargeBlock& block);
+  // Releases every kept block.
+  void Clear();
+  size_t bytes() const;
+
+ private:
+  mutable SpinLock lock_;
+  // Kept blocks by size in 4 KiB pages (index), up to kMaxPages.
+  static constexpr size_t kMaxPages = 64;
+  std::array<std::vector<void*>, kMaxPages + 1> kept_ ABSL_GUARDED_BY(lock_);
+  size_t bytes_ ABSL_GUARDED_BY(lock_) = 0;
+  const size_t max_bytes_;
+};
 
 class Arena {
  public:
@@ -183,6 +217,7 @@ class Arena {
   void FreeAll();
 
   std::vector<char*> pages_;          // nullptr: unmapped
+  char* spare_ = nullptr;             // an emptied page, kept for the next new one
   std::vector<uint32_t> live_units_;  // per page: units in live records
   std::vector<uint32_t> unmapped_;    // indices of unmapped pages, to reuse
   size_t live_pages_ = 0;

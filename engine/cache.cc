@@ -176,7 +176,9 @@ absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
 Cache::Cache(CacheOptions options, size_t stripe_count)
     : options_(std::move(options)),
       stripe_shift_(64 - std::countr_zero(stripe_count)),
-      flights_(std::make_unique<engine_internal::SingleFlight>()) {
+      flights_(std::make_unique<engine_internal::SingleFlight>()),
+      // As much as the arenas' compaction slack: 1/32 of the budget.
+      large_pool_(std::make_unique<engine_internal::LargeBlockPool>(options_.max_bytes / 32)) {
   if (options_.clock == nullptr) options_.clock = Clock::Real();
   const uint64_t policy_seed = options_.policy_seed != 0
                                    ? options_.policy_seed
@@ -238,9 +240,7 @@ void Cache::Bury(Graveyard& dead) {
     options_.on_removal(
         Removal{bytes.substr(0, r.key_size), bytes.substr(r.key_size), r.flags, r.reason});
   }
-  for (const engine_internal::LargeBlock& block : dead.blocks) {
-    engine_internal::ReleaseLargeBlock(block);
-  }
+  for (const engine_internal::LargeBlock& block : dead.blocks) large_pool_->Put(block);
 }
 
 absl::Status Cache::ValidateKey(std::string_view key) const {
@@ -343,12 +343,12 @@ absl::StatusOr<StoreResult> Cache::Store(std::string_view key, std::string_view 
   // out of the critical section; small ones are written in place under it.
   const size_t size = engine_internal::RecordSize(key.size(), value.size());
   if (!engine_internal::IsSmallRecord(size)) {
-    record.large_block = engine_internal::AllocateLargeBlock(size);
+    record.large_block = large_pool_->Take(size);
     engine_internal::WriteRecord(record.large_block.ptr, record);
   }
   Graveyard dead(keep_removed());
   const StoreResult result = StripeFor(hash).Store(record, hash, mode, cas, now_ns, &dead);
-  if (result != StoreResult::kStored) engine_internal::ReleaseLargeBlock(record.large_block);
+  if (result != StoreResult::kStored) large_pool_->Put(record.large_block);
   if (!dead.empty()) Bury(dead);
   return result;
 }
@@ -533,6 +533,7 @@ void Cache::Clear() {
     stripe->Clear(&dead);
     Bury(dead);
   }
+  large_pool_->Clear();
 }
 
 CacheStats Cache::Stats() const {
@@ -549,6 +550,7 @@ CacheStats Cache::Stats() const {
     total.reserved_bytes += s.reserved_bytes;
     total.compacted += s.compacted;
   }
+  total.reserved_bytes += large_pool_->bytes();
   total.loads = loads_.load(std::memory_order_relaxed);
   total.load_failures = load_failures_.load(std::memory_order_relaxed);
   total.load_waits = load_waits_.load(std::memory_order_relaxed);

@@ -170,7 +170,7 @@ void RunDriftStress(size_t stripes, EvictionPolicy policy) {
   auto created = Cache::Create(options);
   ASSERT_TRUE(created.ok()) << created.status();
   Cache& cache = **created;
-  const size_t bound = options.max_bytes * 11 / 10 + cache.stripe_count() * (3 * 65536 + 16384);
+  const size_t bound = options.max_bytes * 11 / 10 + cache.stripe_count() * (4 * 65536 + 16384);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> wrong{0}, over{0}, operations{0};
   std::vector<std::thread> threads;
