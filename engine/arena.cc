@@ -112,7 +112,9 @@ size_t Arena::PickEvacuee() const {
     if (pages_[page] == nullptr || page == current_) continue;
     if (best == kNoPage || live_units_[page] < live_units_[best]) best = page;
   }
-  if (best == kNoPage || live_units_[best] > kPageUnits / 8 * 7) return kNoPage;
+  // Moving a page that is more live than this would cost more than 15
+  // bytes of copying per byte it gives back.
+  if (best == kNoPage || live_units_[best] > kPageUnits / 16 * 15) return kNoPage;
   return best;
 }
 
@@ -138,8 +140,10 @@ void Arena::Reset() {
   live_pages_ = 1;
   live_units_total_ = kMinRecordUnits;
   current_ = 0;
+  current_was_spare_ = false;
   bump_ = kMinRecordUnits;
   evacuating_ = kNoPage;
+  freed_since_no_evacuee_ = true;
   // The rest of page 0 is touched memory the system may take back.
   madvise(pages_[0] + kOsPage, kPageBytes - kOsPage, MADV_DONTNEED);
 }
@@ -153,6 +157,7 @@ bool Arena::NewPage() {
     if (page >= (size_t{1} << (31 - kPageShift))) return false;  // refs exhausted
   }
   char* memory = std::exchange(spare_, nullptr);
+  current_was_spare_ = memory != nullptr;
   if (memory == nullptr) memory = static_cast<char*>(Map(kPageBytes));
   if (memory == nullptr) throw std::bad_alloc();
   if (page == pages_.size()) {
@@ -299,6 +304,7 @@ LargeBlock Arena::Free(Ref ref, size_t size) {
   const size_t page = ref >> kPageShift;
   live_units_[page] -= static_cast<uint32_t>(units);
   live_units_total_ -= units;
+  freed_since_no_evacuee_ = true;
   if (page == evacuating_) {  // marked, so the walk skips it, but not listed
     FreeRecord* f = AsFree(ref);
     f->mark = kFreeMark;

@@ -161,7 +161,8 @@ class Arena {
   // records are off their lists, so nothing moves into it.
   bool evacuating() const { return evacuating_ != kNoPage; }
   // Picks the page and takes its free records off their lists (the live
-  // ones' sizes from `size_of(ref)`). False if no page is at most 7/8 live.
+  // ones' sizes from `size_of(ref)`). False if no page is at most 15/16
+  // live (and then, until a record is freed, without looking again).
   template <typename SizeOf>
   bool BeginEvacuation(SizeOf&& size_of);
   // The next live record of the page being evacuated (its size from
@@ -178,12 +179,16 @@ class Arena {
   // Bytes taken from the system: the pages (the current one as far as it
   // has been touched) and the large records' mappings. Exceeds the sum of
   // live records by the free records in pages.
+  // (A current page that was the spare one counts whole: it was touched.)
   size_t reserved_bytes() const {
-    return (live_pages_ - 1) * kPageBytes + RoundUpToOsPage(bump_ * kUnit) + large_bytes_;
+    return (live_pages_ - 1 + (spare_ != nullptr ? 1 : 0)) * kPageBytes +
+           (current_was_spare_ ? kPageBytes : RoundUpToOsPage(bump_ * kUnit)) + large_bytes_;
   }
-  // Of which, free records in pages (and the unusable ends of pages).
+  // Of which, free records in pages (and the unusable ends of pages), but
+  // not the spare page.
   size_t free_page_bytes() const {
-    return reserved_bytes() - large_bytes_ - live_units_total_ * kUnit;
+    return reserved_bytes() - large_bytes_ - live_units_total_ * kUnit -
+           (spare_ != nullptr ? kPageBytes : 0);
   }
 
  private:
@@ -216,8 +221,12 @@ class Arena {
   void ReleasePage(size_t page);
   void FreeAll();
 
-  std::vector<char*> pages_;          // nullptr: unmapped
-  char* spare_ = nullptr;             // an emptied page, kept for the next new one
+  std::vector<char*> pages_;  // nullptr: unmapped
+  char* spare_ = nullptr;     // an emptied page, kept for the next new one
+  bool current_was_spare_ = false;
+  // Frees since BeginEvacuation last found no page worth evacuating: until
+  // one happens, it would find none again, so it does not look.
+  bool freed_since_no_evacuee_ = true;
   std::vector<uint32_t> live_units_;  // per page: units in live records
   std::vector<uint32_t> unmapped_;    // indices of unmapped pages, to reuse
   size_t live_pages_ = 0;
@@ -251,8 +260,12 @@ void Arena::ForEachRecordInPage(size_t page, SizeOf&& size_of, Fn&& fn) {
 
 template <typename SizeOf>
 bool Arena::BeginEvacuation(SizeOf&& size_of) {
+  if (!freed_since_no_evacuee_) return false;
   const size_t page = PickEvacuee();
-  if (page == kNoPage) return false;
+  if (page == kNoPage) {
+    freed_since_no_evacuee_ = false;
+    return false;
+  }
   ForEachRecordInPage(page, size_of, [this](Ref ref, bool free) {
     if (free) Unlink(ref);
   });

@@ -347,7 +347,13 @@ absl::StatusOr<StoreResult> Cache::Store(std::string_view key, std::string_view 
     engine_internal::WriteRecord(record.large_block.ptr, record);
   }
   Graveyard dead(keep_removed());
-  const StoreResult result = StripeFor(hash).Store(record, hash, mode, cas, now_ns, &dead);
+  StoreResult result;
+  try {
+    result = StripeFor(hash).Store(record, hash, mode, cas, now_ns, &dead);
+  } catch (...) {  // out of memory: the block was not adopted
+    large_pool_->Put(record.large_block);
+    throw;
+  }
   if (result != StoreResult::kStored) large_pool_->Put(record.large_block);
   if (!dead.empty()) Bury(dead);
   return result;

@@ -16,10 +16,12 @@
 //
 // The expiry heap is lazy: its elements are (expiry, ref) pairs that are not
 // removed when their record goes away. By then `ref` may start a free record
-// or another key's record (the arena splits free records but never merges
-// them, so a ref always starts one or the other). An element is acted on only
-// if the hash table maps the key found at `ref` back to `ref` and the expiry
-// matches (Stripe::IsCurrentLocked); the bytes at ref are never trusted alone.
+// or another key's record, point into the middle of a record (its page was
+// unmapped and its index reused), or into no memory at all (the page is
+// unmapped). An element is acted on only if the arena still holds the bytes
+// at `ref` (Arena::MayHoldRecord), the hash table maps the key found there
+// back to `ref` and the expiry matches (Stripe::IsCurrentLocked); the bytes at
+// ref are never trusted alone.
 
 #ifndef TIERCACHE_ENGINE_ENTRY_H_
 #define TIERCACHE_ENGINE_ENTRY_H_

@@ -44,7 +44,7 @@ class FrequencySketch {
   // Sizes the sketch for about `entries` keys and clears it.
   void Resize(size_t entries) {
     const size_t words = std::bit_ceil(std::max(entries, kMinEntries));
-    blocks_.assign(words / kBlockWords, Block{});
+    std::vector<Block>(words / kBlockWords).swap(blocks_);  // assign() would keep the memory
     block_mask_ = blocks_.size() - 1;
     sample_size_ = kSamplesPerEntry * words;
     additions_ = 0;

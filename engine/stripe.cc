@@ -203,8 +203,8 @@ void Stripe::Clear(Graveyard* dead) {
     }
   }
   table_.clear();
-  table_.rehash(0);  // the buckets go too (clear() keeps them)
-  expiry_heap_.clear();
+  table_.rehash(0);                               // the buckets go too (clear() keeps them)
+  std::vector<HeapElement>().swap(expiry_heap_);  // and the heap's memory
   expiring_ = 0;
   arena_.Reset();
   ResetSentinelLocked();
@@ -385,6 +385,9 @@ void Stripe::CompactLocked(size_t budget_bytes) {
     if (!arena_.evacuating()) {
       if (arena_.free_page_bytes() <= CompactionSlack()) return;
       if (!arena_.BeginEvacuation(size_of)) return;
+      // Starting a page (a look at every page, a walk of this one) is paid
+      // from the same budget, so a call starts at most a few.
+      moved += kPageBytes / 8;
     }
     const Ref ref = arena_.NextToEvacuate(size_of);
     if (ref == Arena::kNoFree) {  // cannot happen: the page goes with its last record
@@ -397,11 +400,17 @@ void Stripe::CompactLocked(size_t budget_bytes) {
 
 size_t Stripe::MoveRecordLocked(Ref ref) {
   const size_t size = At(ref)->record_size();
+  const std::string_view old_key = At(ref)->key();
+  auto it = table_.find(old_key, HashKey(old_key));
+  if (it == table_.end() || *it != ref) {
+    // Not linked: a record a write built and never linked because an
+    // allocation after it threw (out of memory). Nothing refers to it.
+    arena_.Free(ref, size);
+    return size;
+  }
   const Ref fresh = arena_.Allocate(size);
   std::memcpy(arena_.Ptr(fresh), arena_.Ptr(ref), size);
   Entry* e = At(fresh);
-  const std::string_view key = e->key();
-  auto it = table_.find(key, HashKey(key));
   const_cast<Ref&>(*it) = fresh;
   At(e->prev)->next = fresh;
   At(e->next)->prev = fresh;
@@ -571,6 +580,8 @@ void Stripe::RebuildHeapLocked() {
   ForEachLinkedLocked([&](Ref ref) {
     if (At(ref)->expires()) expiry_heap_.push_back({At(ref)->expiry_ns, ref});
   });
+  // Its memory follows the expiring entries down, too.
+  if (expiry_heap_.capacity() > 2 * expiry_heap_.size() + 64) expiry_heap_.shrink_to_fit();
   std::make_heap(expiry_heap_.begin(), expiry_heap_.end(), Later<HeapElement, HeapElement>);
 }
 

@@ -271,11 +271,23 @@ std::string ValueFor(std::string_view key, uint64_t version, size_t size) {
 // the value last written for its key (records that moved kept their bytes);
 // the invariants hold.
 TEST_F(CacheTest, DriftingSizesStayWithinTheReservedBound) {
-  for (const size_t stripes : {size_t{1}, size_t{4}}) {
-    SCOPED_TRACE(absl::StrCat(stripes, " stripes"));
+  struct Variant {
+    size_t stripes;
+    EvictionPolicy policy;
+    bool ttl;  // every write expires (in an hour: nothing does during the test)
+  };
+  for (const Variant variant :
+       {Variant{1, EvictionPolicy::kLru, false}, Variant{4, EvictionPolicy::kLru, false},
+        Variant{1, EvictionPolicy::kLru, true}, Variant{4, EvictionPolicy::kTinyLfu, false}}) {
+    const size_t stripes = variant.stripes;
+    SCOPED_TRACE(absl::StrCat(stripes, " stripes, policy ", static_cast<int>(variant.policy),
+                              variant.ttl ? ", with TTLs" : ""));
     CacheOptions options;
     options.max_bytes = 4 << 20;
     options.stripes = stripes;
+    options.policy = variant.policy;
+    options.policy_seed = 1;
+    if (variant.ttl) options.default_ttl = absl::Hours(1);
     options.clock = &clock_;
     auto cache = *Cache::Create(options);
     std::mt19937_64 rng(11);
