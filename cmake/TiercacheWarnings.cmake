@@ -3,6 +3,11 @@
 function(tiercache_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
                          -Wnon-virtual-dtor -Wconversion -Wno-sign-conversion)
+  # clang checks the lock annotations (ABSL_GUARDED_BY, ...Locked helpers'
+  # ABSL_EXCLUSIVE_LOCKS_REQUIRED); .ci/run builds the libraries with clang.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    target_compile_options(${target} PRIVATE -Wthread-safety)
+  endif()
   if(TIERCACHE_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

@@ -379,7 +379,10 @@ void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead, size_t written
 }
 
 void Stripe::CompactLocked(size_t budget_bytes) {
-  const auto size_of = [this](Ref ref) { return At(ref)->record_size(); };
+  // Called by the arena during this call, so under the lock; the analysis
+  // cannot follow it through the arena's templates.
+  const auto size_of = [this](Ref ref)
+                           ABSL_NO_THREAD_SAFETY_ANALYSIS { return At(ref)->record_size(); };
   size_t moved = 0;
   while (moved < budget_bytes) {
     if (!arena_.evacuating()) {
@@ -500,7 +503,9 @@ void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
   Ref victim_list = probation_;
   Ref victim = At(probation_)->prev;
   Ref candidate = candidates > 0 ? At(probation_)->next : probation_;
-  const auto evict = [&](Ref ref) { UnlinkLocked(ref, RemovalReason::kEvicted, dead); };
+  const auto evict = [&](Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    UnlinkLocked(ref, RemovalReason::kEvicted, dead);
+  };
   while (OverBudgetLocked()) {
     if (candidates == 0) candidate = probation_;
     if (victim == victim_list) {  // this list is exhausted
@@ -577,7 +582,7 @@ Ref Stripe::EarliestExpiredLocked(int64_t now_ns) {
 
 void Stripe::RebuildHeapLocked() {
   expiry_heap_.clear();
-  ForEachLinkedLocked([&](Ref ref) {
+  ForEachLinkedLocked([&](Ref ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (At(ref)->expires()) expiry_heap_.push_back({At(ref)->expiry_ns, ref});
   });
   // Its memory follows the expiring entries down, too.

@@ -67,8 +67,8 @@ inline std::map<std::string, std::vector<double>> ReadReferenceTable() {
 
 // Replays `trace` through a cache of `capacity` items and `stripes` stripes
 // (0: automatic): every request a Get and, on a miss, a Set. Hits in percent.
-inline double ReplayHitRatio(const std::vector<std::string>& trace, size_t capacity,
-                             size_t stripes, EvictionPolicy policy = EvictionPolicy::kLru,
+inline double ReplayHitRatio(const std::vector<std::string>& trace, size_t capacity, size_t stripes,
+                             EvictionPolicy policy = EvictionPolicy::kLru,
                              uint64_t policy_seed = 1) {
   CacheOptions options;
   options.max_bytes = size_t{1} << 30;
