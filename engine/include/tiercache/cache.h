@@ -58,6 +58,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "tiercache/clock.h"
+#include "tiercache/types.h"
 
 namespace tiercache {
 
@@ -118,27 +119,7 @@ struct CacheOptions {
   uint64_t policy_seed = 0;
 };
 
-struct WriteOptions {
-  // nullopt: the cache's default_ttl. Must be > 0; InfiniteDuration: never.
-  std::optional<absl::Duration> ttl;
-  uint32_t flags = 0;
-};
-
-struct Item {
-  std::string value;
-  uint32_t flags = 0;
-  uint64_t cas = 0;
-  absl::Time expiry = absl::InfiniteFuture();  // InfiniteFuture: never
-};
-
-// The outcome of a conditional write; memcached's vocabulary.
-enum class StoreResult {
-  kStored,     // written
-  kNotStored,  // Add: key present; Replace/Append/Prepend: key missing
-  kExists,     // CompareAndSwap: the CAS did not match (someone wrote first)
-  kNotFound,   // CompareAndSwap: the key is missing
-};
-std::string_view StoreResultName(StoreResult result);
+// WriteOptions, Item and StoreResult: tiercache/types.h.
 
 struct CacheStats {
   uint64_t hits = 0;

@@ -46,7 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "tiercache/cache.h"
+#include "tiercache/types.h"
 
 namespace tiercache {
 
