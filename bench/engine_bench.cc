@@ -44,6 +44,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "bench_support.h"
 #include "benchmark/benchmark.h"
 #include "mutex_lru.h"
 #include "tiercache/cache.h"
@@ -61,26 +62,6 @@ constexpr size_t kStreamLength = size_t{1} << 22;
 constexpr uint64_t kStreamSeed = 0x7469657263616368;  // "tiercach"
 // In the mixed workload an operation is a Set when rng < kSetThreshold (10%).
 constexpr uint64_t kSetThreshold = UINT64_MAX / 10;
-
-// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and identical on every
-// platform, unlike the std distributions.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, 1) with 53 random bits.
-  double NextDouble() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-  // Uniform in [0, n), n > 0; the modulo bias is < n / 2^64.
-  uint64_t NextBelow(uint64_t n) { return Next() % n; }
-
- private:
-  uint64_t state_;
-};
 
 struct Workload {
   std::vector<std::string> keys;  // keys[i] = "key:%012d" of i

@@ -39,42 +39,16 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "bench_support.h"
 #include "tiercache/cache.h"
 
 namespace {
 
+using tiercache_bench::SplitMix64;
+using tiercache_bench::VmRssBytes;
+
 constexpr size_t kMiB = size_t{1} << 20;
 constexpr size_t kKeys = 1'000'000;
-
-size_t VmRssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      size_t kib = 0;
-      std::sscanf(line.c_str(), "VmRSS: %zu kB", &kib);
-      return kib * 1024;
-    }
-  }
-  return 0;
-}
-
-// SplitMix64: the same stream on every platform.
-class Random {
- public:
-  explicit Random(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [lo, hi].
-  size_t Between(size_t lo, size_t hi) { return lo + Next() % (hi - lo + 1); }
-
- private:
-  uint64_t state_;
-};
 
 struct Phase {
   std::string name;
@@ -112,7 +86,7 @@ class Runner {
     cache_ = *std::move(cache);
   }
 
-  Row Run(const Phase& phase, std::string_view values, Random& random) {
+  Row Run(const Phase& phase, std::string_view values, SplitMix64& random) {
     const auto start = std::chrono::steady_clock::now();
     size_t peak = 0;
     for (size_t i = 0; i < phase.writes; ++i) {
@@ -237,7 +211,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> keys(kKeys);
   for (size_t i = 0; i < kKeys; ++i) keys[i] = absl::StrFormat("key:%d", i);
   std::string values(64 * 1024, '\0');
-  Random fill(7);
+  SplitMix64 fill(7);
   for (char& c : values) c = static_cast<char>('a' + fill.Next() % 26);
 
   std::printf("%-42s %9s %9s %9s %9s %8s %9s %10s\n", "phase (MiB)", "bytes", "reserved",
@@ -249,7 +223,7 @@ int main(int argc, char** argv) {
   {
     malloc_trim(0);
     Runner runner(64 * kMiB, 0, keys, VmRssBytes());
-    Random random(1);
+    SplitMix64 random(1);
     const std::vector<Phase> phases = {
         {"1: 40-byte values", writes(10'000'000), 40, 40},
         {"2: 2-4 KiB values", writes(2'000'000), 2048, 4096},
@@ -272,7 +246,7 @@ int main(int argc, char** argv) {
   {
     malloc_trim(0);
     Runner runner(4 * kMiB, 1, keys, VmRssBytes());
-    Random random(2);
+    SplitMix64 random(2);
     rows.push_back(runner.Run(
         {"small (4 MiB, 1 stripe): 1 B - 64 KiB values", writes(1'000'000), 1, 64 * 1024}, values,
         random));

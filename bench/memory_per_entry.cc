@@ -35,6 +35,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "bench_support.h"
 #include "mutex_lru.h"
 #include "tiercache/cache.h"
 #include "tsl/robin_map.h"
@@ -54,17 +55,6 @@ struct Snapshot {
 size_t HeapInUse() {
   const struct mallinfo2 info = mallinfo2();
   return info.uordblks + info.hblkhd;
-}
-
-size_t VmRssBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;  // "VmRSS:  123 kB"
-    }
-  }
-  return 0;
 }
 
 Snapshot Take() { return {HeapInUse(), VmRssBytes()}; }
