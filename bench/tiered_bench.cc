@@ -222,7 +222,7 @@ int Main(int argc, char** argv) {
     if (!wanted("revalidation")) break;
     tiercache::TieredOptions options = TieredOptionsFor(server.address());
     options.max_staleness = absl::ZeroDuration();
-    options.mirror_mode = tiercache::MirrorMode::kSync;
+    options.mirror.mode = tiercache::MirrorMode::kSync;
     auto tiered = *TieredCache::Create(options);
     tiercache::MemcachedOptions client_options = options.l2;
     auto client = *MemcachedClient::Create(client_options);

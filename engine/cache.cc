@@ -15,6 +15,7 @@
 #include "entry.h"
 #include "single_flight.h"
 #include "stripe.h"
+#include "validate.h"
 
 namespace tiercache {
 
@@ -95,11 +96,7 @@ absl::Status ValidateOptions(const CacheOptions& o) {
                                                       o.max_value_size,
                                                       std::numeric_limits<uint32_t>::max()));
   }
-  if (o.default_ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("default_ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                        DurationText(o.default_ttl)));
-  }
+  if (absl::Status s = common_internal::CheckTtl(o.default_ttl, "default_ttl"); !s.ok()) return s;
   if (o.reap_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "reap_interval is %s; it must be >= 0 (0: no reaper)", DurationText(o.reap_interval)));
@@ -176,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Cache>> Cache::Create(CacheOptions options) {
 Cache::Cache(CacheOptions options, size_t stripe_count)
     : options_(std::move(options)),
       stripe_shift_(64 - std::countr_zero(stripe_count)),
-      flights_(std::make_unique<engine_internal::SingleFlight>()),
+      flights_(std::make_unique<common_internal::SingleFlight>()),
       // As much as the arenas' compaction slack: 1/32 of the budget.
       large_pool_(std::make_unique<engine_internal::LargeBlockPool>(options_.max_bytes / 32)) {
   if (options_.clock == nullptr) options_.clock = Clock::Real();
@@ -244,27 +241,17 @@ void Cache::Bury(Graveyard& dead) {
 }
 
 absl::Status Cache::ValidateKey(std::string_view key) const {
-  if (key.empty()) return absl::InvalidArgumentError("key is empty");
-  if (key.size() > options_.max_key_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "key is %d bytes; the limit is %d (max_key_size)", key.size(), options_.max_key_size));
-  }
-  return absl::OkStatus();
+  return common_internal::CheckKey(key, options_.max_key_size);
 }
 
 absl::Status Cache::ValidateWrite(std::string_view key, size_t value_size,
                                   const WriteOptions& options) const {
   if (absl::Status s = ValidateKey(key); !s.ok()) return s;
-  if (value_size > options_.max_value_size) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("value is %d bytes; the limit is %d (max_value_size)", value_size,
-                        options_.max_value_size));
+  if (absl::Status s = common_internal::CheckValueSize(value_size, options_.max_value_size);
+      !s.ok()) {
+    return s;
   }
-  if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                        DurationText(*options.ttl)));
-  }
+  if (absl::Status s = common_internal::CheckTtl(options.ttl); !s.ok()) return s;
   const size_t charge = ChargeFor(key.size(), value_size, /*expires=*/true);
   const size_t stripe_budget = stripes_[0]->max_bytes();
   if (charge > stripe_budget) {

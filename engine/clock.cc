@@ -3,6 +3,11 @@
 #include "absl/time/clock.h"
 
 namespace tiercache {
+
+void Clock::SleepFor(absl::Duration d) {
+  if (d > absl::ZeroDuration()) absl::SleepFor(d);
+}
+
 namespace {
 
 class RealClock final : public Clock {

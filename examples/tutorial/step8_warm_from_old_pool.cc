@@ -50,7 +50,10 @@ int main() {
             << ", old-pool hits: " << cache->Stats().fallback_hits << "\n";
   TUTORIAL_CHECK(queries.load() == 0);
   TUTORIAL_CHECK(cache->Stats().fallback_hits == 100);
-  TUTORIAL_CHECK(cache->l2().Get("product:7")->has_value());
+  tiercache::MemcachedOptions new_options;
+  new_options.servers = {new_server.address()};
+  auto new_pool = *tiercache::MemcachedClient::Create(new_options);
+  TUTORIAL_CHECK(new_pool->Get("product:7")->has_value());
 
   // Keys that neither pool has are loaded as usual.
   TUTORIAL_CHECK(*cache->GetOrLoad("product:new", LoadProduct) == "product product:new");

@@ -27,7 +27,7 @@ std::unique_ptr<tiercache::TieredCache> StartReplica(const std::string& memcache
   tiercache::TieredOptions options;
   options.l1.max_bytes = 64 << 20;
   options.l2.servers = {memcached};
-  options.mirror_mode = tiercache::MirrorMode::kSync;  // Set returns once memcached has it
+  options.mirror.mode = tiercache::MirrorMode::kSync;  // Set returns once memcached has it
   auto created = tiercache::TieredCache::Create(options);
   TUTORIAL_CHECK(created.ok());
   return *std::move(created);

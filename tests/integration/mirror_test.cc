@@ -143,27 +143,5 @@ TEST_F(MirrorTest, AFullQueueDropsValuesButNotDeletesSilently) {
   EXPECT_EQ(Errors().size() >= stats.dropped, true);
 }
 
-TEST_F(MirrorTest, FillFromL2UsesTheRemainingTtl) {
-  auto l2 = Client();
-  CacheOptions l1_options;
-  l1_options.default_ttl = absl::Hours(1);
-  auto l1 = *Cache::Create(l1_options);
-  ASSERT_TRUE(l2->Set("k", "from L2", {absl::Seconds(30), 16}).ok());
-
-  absl::StatusOr<std::optional<std::string>> value = FillFromL2(*l1, *l2, "k");
-  ASSERT_TRUE(value.ok() && value->has_value());
-  EXPECT_EQ(**value, "from L2");
-  std::optional<Item> copy = l1->GetItem("k");
-  ASSERT_TRUE(copy.has_value());
-  EXPECT_EQ(copy->flags, 16u);
-  EXPECT_LE(copy->expiry, absl::Now() + absl::Seconds(30));  // not L1's hour
-  EXPECT_GT(copy->expiry, absl::Now() + absl::Seconds(25));
-
-  EXPECT_FALSE(FillFromL2(*l1, *l2, "absent")->has_value());
-  server_.Stop();
-  EXPECT_TRUE(FillFromL2(*l1, *l2, "k")->has_value());  // L1 answers alone
-  EXPECT_TRUE(absl::IsUnavailable(FillFromL2(*l1, *l2, "absent").status()));
-}
-
 }  // namespace
 }  // namespace tiercache

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   if (std::string fallback = Flag(argc, argv, "fallback", ""); !fallback.empty()) {
     options.fallback_servers = {fallback};
   }
-  options.mirror_mode = Flag(argc, argv, "mode", "async") == "sync" ? tiercache::MirrorMode::kSync
+  options.mirror.mode = Flag(argc, argv, "mode", "async") == "sync" ? tiercache::MirrorMode::kSync
                                                                     : tiercache::MirrorMode::kAsync;
   options.max_staleness = absl::Milliseconds(IntFlag(argc, argv, "max_staleness_ms", 1000));
   options.lease_ttl = absl::Seconds(IntFlag(argc, argv, "lease_ttl_s", 30));

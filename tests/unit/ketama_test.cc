@@ -3,7 +3,7 @@
 // other's items. libmemcached's memcached_server_by_key() is the oracle (it
 // places keys without connecting).
 
-#include "ketama.h"
+#include "client/ketama.h"
 
 #include <libmemcached/memcached.h>
 

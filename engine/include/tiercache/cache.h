@@ -145,11 +145,13 @@ using Loader = absl::FunctionRef<absl::StatusOr<std::string>(std::string_view ke
 
 namespace engine_internal {
 class Stripe;
-class SingleFlight;
 class LargeBlockPool;
 struct Graveyard;
 enum class StoreMode : int;
 }  // namespace engine_internal
+namespace common_internal {
+class SingleFlight;
+}  // namespace common_internal
 
 class Cache {
  public:
@@ -250,7 +252,7 @@ class Cache {
   CacheOptions options_;
   int stripe_shift_;  // 64 - log2(stripes); 64 when there is one stripe
   std::vector<std::unique_ptr<engine_internal::Stripe>> stripes_;
-  std::unique_ptr<engine_internal::SingleFlight> flights_;
+  std::unique_ptr<common_internal::SingleFlight> flights_;
   // Freed large-record blocks kept for reuse (engine/arena.h).
   std::unique_ptr<engine_internal::LargeBlockPool> large_pool_;
   std::atomic<uint64_t> loads_{0};

@@ -73,6 +73,12 @@ struct MemcachedOptions {
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
 };
 
+class MemcachedClient;
+namespace mirror_internal {
+class ClientCore;  // the client layer's internal API (mirror/client/client_core.h)
+ClientCore& CoreOf(MemcachedClient& client);
+}  // namespace mirror_internal
+
 class MemcachedClient {
  public:
   // Validates the options (servers are not contacted: a server that is down
@@ -107,20 +113,12 @@ class MemcachedClient {
   absl::StatusOr<uint64_t> Increment(std::string_view key, uint64_t delta);
   absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
 
-  const MemcachedOptions& options() const { return options_; }
-
-  class Impl;
-  Impl& impl() { return *impl_; }  // internal: used by Mirror
+  const MemcachedOptions& options() const;
 
  private:
-  explicit MemcachedClient(MemcachedOptions options, std::unique_ptr<Impl> impl);
-  // `mode` is the meta protocol's M token (S, E, R, A, P).
-  absl::StatusOr<StoreResult> Store(std::string_view key, std::string_view value,
-                                    const WriteOptions& options, int mode,
-                                    std::optional<uint64_t> cas);
-  absl::StatusOr<uint64_t> AddToCounter(std::string_view key, uint64_t delta, bool increment);
-  MemcachedOptions options_;
-  std::unique_ptr<Impl> impl_;
+  friend mirror_internal::ClientCore& mirror_internal::CoreOf(MemcachedClient& client);
+  explicit MemcachedClient(std::unique_ptr<mirror_internal::ClientCore> core);
+  std::unique_ptr<mirror_internal::ClientCore> core_;
 };
 
 }  // namespace tiercache

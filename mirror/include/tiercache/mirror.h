@@ -37,8 +37,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "tiercache/cache.h"
 #include "tiercache/memcached.h"
+#include "tiercache/types.h"
 
 namespace tiercache {
 
@@ -101,13 +101,6 @@ class Mirror {
   explicit Mirror(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// A read through both tiers: L1's value if it has one; otherwise L2's, which
-// is then stored in L1 with its flags, for the shorter of L2's remaining TTL
-// and L1's default TTL. nullopt when neither has the key; an L2 error is
-// returned as is (L1 is left alone).
-absl::StatusOr<std::optional<std::string>> FillFromL2(Cache& l1, MemcachedClient& l2,
-                                                      std::string_view key);
 
 }  // namespace tiercache
 

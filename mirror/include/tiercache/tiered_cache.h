@@ -75,10 +75,10 @@ struct TieredOptions {
   CacheOptions l1;
   // The shared L2.
   MemcachedOptions l2;
-  MirrorMode mirror_mode = MirrorMode::kAsync;
-  // Bounds on the asynchronous replication queue (see mirror.h).
-  size_t max_queued_writes = 1000000;
-  size_t max_queued_bytes = 64 << 20;
+  // Replication of writes to L2: the mode (kAsync queues and pipelines,
+  // kSync waits for memcached), the queue's bounds and batch size; see
+  // mirror.h. Its `on_error`, if set, is called besides `on_l2_error`.
+  MirrorOptions mirror;
   // An L1 copy is served for this long after it was last checked against L2,
   // then revalidated. ZeroDuration: every read checks L2 (but a hit still
   // transfers no value when nothing changed). InfiniteDuration: never.
@@ -126,6 +126,14 @@ struct TieredStats {
   uint64_t refreshes = 0;       // early refreshes this replica did
 };
 
+class TieredCache;
+namespace mirror_internal {
+class L2Tier;  // the L2 as the tiered layer sees it (mirror/tiered/l2_tier.h)
+// A TieredCache over any L2 (unit tests pass a fake).
+absl::StatusOr<std::unique_ptr<TieredCache>> CreateTieredCache(TieredOptions options,
+                                                               std::unique_ptr<L2Tier> l2);
+}  // namespace mirror_internal
+
 class TieredCache {
  public:
   // Validates the options (memcached is not contacted: a server that is down
@@ -170,21 +178,25 @@ class TieredCache {
   absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
 
   // Waits until every write so far has been acknowledged by L2 (or failed).
-  absl::Status Flush(absl::Duration deadline);
+  // DeadlineExceeded after `timeout`.
+  absl::Status Flush(absl::Duration timeout);
 
-  // L1 holds each value behind a small header of its own (L2's CAS and when
-  // it was last checked); use this cache's methods to read values.
-  const Cache& l1() const { return *l1_; }
-  MemcachedClient& l2() { return *l2_; }
+  // This replica's L1 copy of `key` (the value as written, without
+  // TieredCache's header), fresh or not; L2 is not asked. It is an L1 access
+  // like any other: counted in Stats().l1, and it refreshes the entry's rank.
+  std::optional<std::string> GetL1Copy(std::string_view key);
+
+  const TieredOptions& options() const;
+  // Both tiers' statistics; `l1` is this replica's L1 (its entries' charge
+  // includes the 16-byte header).
   TieredStats Stats() const;
 
   class Impl;
 
  private:
-  TieredCache(std::unique_ptr<Cache> l1, std::unique_ptr<MemcachedClient> l2,
-              std::unique_ptr<Impl> impl);
-  std::unique_ptr<Cache> l1_;
-  std::unique_ptr<MemcachedClient> l2_;
+  friend absl::StatusOr<std::unique_ptr<TieredCache>> mirror_internal::CreateTieredCache(
+      TieredOptions options, std::unique_ptr<mirror_internal::L2Tier> l2);
+  explicit TieredCache(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,4 +1,4 @@
-#include "ketama.h"
+#include "client/ketama.h"
 
 #include <md5.h>
 

@@ -9,17 +9,24 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
-#include "client_internal.h"
+#include "absl/time/clock.h"
+#include "client/client_core.h"
+#include "validate.h"
 
 namespace tiercache {
+
+using mirror_internal::BatchOutcome;
+using mirror_internal::ClientCore;
+using mirror_internal::PreparedWrite;
+using mirror_internal::WriteBatch;
+using mirror_internal::WriteTicket;
 
 class Mirror::Impl {
  public:
   // A write as handed to the mirror; the views are valid during Submit only.
   struct Write {
-    enum class Kind { kValue, kDelete, kTouch };
+    using Kind = PreparedWrite::Kind;
     Kind kind;
     std::string_view key;
     std::string_view value;
@@ -28,7 +35,9 @@ class Mirror::Impl {
   };
 
   Impl(MemcachedClient* l2, MirrorOptions options)
-      : l2_(l2), options_(std::move(options)), queues_(l2->impl().servers_.size()) {
+      : core_(mirror_internal::CoreOf(*l2)),
+        options_(std::move(options)),
+        queues_(core_.server_count()) {
     if (options_.mode == MirrorMode::kAsync) thread_ = std::thread([this] { SendLoop(); });
   }
 
@@ -43,18 +52,12 @@ class Mirror::Impl {
 
   absl::Status Submit(const Write& write) {
     // Bad input is the caller's error, found before anything is queued.
-    MemcachedClient::Impl& client = l2_->impl();
-    absl::StatusOr<WireKey> key = client.Key(write.key);
-    if (!key.ok()) return key.status();
-    if (write.kind == Write::Kind::kValue) {
-      if (absl::Status s = client.CheckValue(*key, write.value.size()); !s.ok()) return s;
-    }
-    const absl::Duration ttl = write.ttl.value_or(l2_->options().default_ttl);
-    absl::StatusOr<int64_t> ttl_token = mirror_internal::EncodeTtl(ttl, absl::Now());
-    if (!ttl_token.ok()) return ttl_token.status();
-    if (options_.mode == MirrorMode::kSync) return SendNow(write, ttl);
+    absl::StatusOr<PreparedWrite> prepared =
+        core_.PrepareWrite(write.kind, write.key, write.value, {write.ttl, write.flags});
+    if (!prepared.ok()) return prepared.status();
+    if (options_.mode == MirrorMode::kSync) return SendNow(write);
 
-    const size_t bytes = key->text.size() + write.value.size() + 64;
+    const size_t bytes = prepared->encoded_size;
     std::unique_lock<std::mutex> lock(mu_);
     auto full = [&] {
       return queued_writes_ >= options_.max_queued_writes ||
@@ -64,7 +67,7 @@ class Mirror::Impl {
       if (write.kind == Write::Kind::kDelete) {
         // An invalidation is worth waiting for; a value is not (a dropped
         // value only costs a later L2 miss).
-        room_.wait_until(lock, absl::ToChronoTime(absl::Now() + l2_->options().op_timeout),
+        room_.wait_until(lock, absl::ToChronoTime(absl::Now() + core_.options().op_timeout),
                          [&] { return !full() || stop_; });
       }
       if (full()) {
@@ -80,43 +83,17 @@ class Mirror::Impl {
     }
     // Encoded straight into the batch being filled for the key's server: no
     // per-write object, and the sender only puts whole batches on the wire.
-    const size_t server = client.ServerIndexFor(write.key);
-    std::deque<Batch>& queue = queues_[server];
-    if (queue.empty() || queue.back().count == options_.max_batch) {
-      // A batch goes to its server's first connection (see SendBatch): its
-      // tokens are reserved there, for as many writes as it can hold and its
-      // end marker.
-      queue.emplace_back();
-      queue.back().requests = mirror_internal::RequestBatch(
-          client.servers_[server]->connections.front()->ReserveOpaque(options_.max_batch + 1));
+    std::deque<Batch>& queue = queues_[prepared->server];
+    if (queue.empty() || queue.back().writes.size() == options_.max_batch) {
+      queue.push_back(Batch{core_.NewWriteBatch(prepared->server, options_.max_batch), {}, {}, {}});
     }
     Batch& batch = queue.back();
-    const size_t before = batch.requests.bytes().size();
-    switch (write.kind) {
-      case Write::Kind::kValue: {
-        mirror_internal::SetRequest set;
-        set.value = write.value;
-        set.client_flags = write.flags;
-        set.ttl = *ttl_token;
-        batch.requests.Set(*key, set, /*quiet=*/true);
-        break;
-      }
-      case Write::Kind::kDelete:
-        batch.requests.Delete(*key, {}, /*quiet=*/true);
-        break;
-      case Write::Kind::kTouch: {
-        mirror_internal::GetRequest touch;
-        touch.value = false;
-        touch.touch_ttl = *ttl_token;
-        batch.requests.Get(*key, touch, /*quiet=*/true);
-        break;
-      }
-    }
+    const size_t before = batch.writes.bytes();
+    batch.writes.Add(*prepared);
     batch.keys.append(write.key);
     batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
-    ++batch.count;
     queued_writes_ += 1;
-    queued_bytes_ += batch.requests.bytes().size() - before;
+    queued_bytes_ += batch.writes.bytes() - before;
     batch.sequence.push_back(accepted_.fetch_add(1) + 1);
     finished_flags_.push_back(false);
     const bool wake = sender_idle_;
@@ -155,11 +132,11 @@ class Mirror::Impl {
  private:
   // Quiet requests, and the keys they were for (to report failures by key).
   struct Batch {
-    mirror_internal::RequestBatch requests;  // sent (and moved to the connection) by SendBatch
-    size_t count = 0;
+    WriteBatch writes;               // sent (and moved to the client) by the sender
     std::string keys;                // the user keys, end to end
     std::vector<uint32_t> key_ends;  // where each ends in `keys`
     std::vector<uint64_t> sequence;  // each write's place in the order of acceptance
+    size_t count() const { return key_ends.size(); }
     std::string_view Key(size_t i) const {
       const size_t begin = i == 0 ? 0 : key_ends[i - 1];
       return std::string_view(keys).substr(begin, key_ends[i] - begin);
@@ -168,27 +145,28 @@ class Mirror::Impl {
 
   // A batch on the wire, waiting for its answer.
   struct InFlight {
-    Batch batch;
-    Connection* connection;
-    Connection::Ticket ticket;  // null if it could not be sent
-    absl::Status status;        // why not
+    Batch batch;  // its `writes` were moved into the ticket
+    WriteTicket ticket;
   };
 
   void Report(std::string_view key, const absl::Status& why) {
     if (options_.on_error) options_.on_error(key, why);
   }
 
-  absl::Status SendNow(const Write& write, absl::Duration ttl) {
+  absl::Status SendNow(const Write& write) {
     absl::Status status;
     switch (write.kind) {
-      case Write::Kind::kValue:
-        status = l2_->Set(write.key, write.value, WriteOptions{ttl, write.flags}).status();
+      case Write::Kind::kSet:
+        status = core_
+                     .Store(write.key, write.value, {write.ttl, write.flags},
+                            mirror_internal::StoreMode::kSet)
+                     .status();
         break;
       case Write::Kind::kDelete:
-        status = l2_->Delete(write.key).status();
+        status = core_.Delete(write.key).status();
         break;
       case Write::Kind::kTouch:
-        status = l2_->Touch(write.key, ttl).status();
+        status = core_.Touch(write.key, *write.ttl).status();
         break;
     }
     {
@@ -202,58 +180,28 @@ class Mirror::Impl {
     return status;
   }
 
-  // Ends the batch with its end marker and puts it on the wire without
-  // waiting: memcached answers only failures (by token) and the marker, so a batch costs
-  // one round trip, and the next batch is sent while memcached applies this.
-  // Each server's batches go on its first connection, so they reach it in
-  // order (a key always maps to the same server).
-  InFlight SendBatch(Batch batch, size_t server) {
-    InFlight in_flight;
-    in_flight.batch = std::move(batch);
-    in_flight.batch.requests.EndWithMarker();
-    MemcachedClient::Impl& client = l2_->impl();
-    in_flight.connection = client.servers_[server]->connections.front().get();
-    absl::StatusOr<Connection::Ticket> ticket =
-        in_flight.connection->Send(std::move(in_flight.batch.requests), client.Deadline());
-    if (ticket.ok()) {
-      in_flight.ticket = *std::move(ticket);
-    } else {
-      in_flight.status = ticket.status();
-    }
-    return in_flight;
+  // Puts the batch on the wire without waiting: memcached answers only
+  // failures (by token) and the end marker, so a batch costs one round trip,
+  // and the next batch is sent while memcached applies this. Each server's
+  // batches go on one connection, so they reach it in order (a key always
+  // maps to the same server).
+  InFlight SendBatch(Batch batch) {
+    WriteTicket ticket = core_.Send(std::move(batch.writes));
+    return InFlight{std::move(batch), std::move(ticket)};
   }
 
   // Waits for a batch's answer and accounts for every write in it.
   void Finish(InFlight& in_flight) {
     const Batch& batch = in_flight.batch;
-    std::vector<bool> failed(batch.count, false);
-    absl::Status status = in_flight.status;
-    if (in_flight.ticket != nullptr) {
-      MemcachedClient::Impl& client = l2_->impl();
-      absl::StatusOr<std::vector<Response>> responses =
-          in_flight.connection->Wait(in_flight.ticket, client.Deadline());
-      if (!responses.ok()) {
-        status = responses.status();
-      } else {
-        for (const Response& r : *responses) {
-          using Code = Response::Code;
-          // A quiet delete of a missing key is fine, and so is a touch's hit.
-          if (r.code == Code::kHit || r.code == Code::kNotFound) continue;
-          if (r.request != Response::kUntagged) {
-            failed[r.request] = true;
-            Report(batch.Key(r.request), absl::InternalError(absl::StrFormat(
-                                             "memcached refused the write (%s)",
-                                             r.message.empty() ? "not stored" : r.message)));
-          } else {
-            // Error lines carry no tag: the write they belong to is unknown.
-            status = absl::InternalError(
-                absl::StrFormat("memcached refused a write of the batch: %s", r.message));
-          }
-        }
-      }
+    const BatchOutcome outcome = core_.Await(in_flight.ticket);
+    std::vector<bool> failed(batch.count(), false);
+    for (const auto& [index, why] : outcome.refused) {
+      failed[index] = true;
+      Report(batch.Key(index), why);
     }
+    const absl::Status& status = outcome.status;
     size_t failures = 0;
-    for (size_t i = 0; i < batch.count; ++i) {
+    for (size_t i = 0; i < batch.count(); ++i) {
       if (!failed[i] && !status.ok()) {
         failed[i] = true;
         Report(batch.Key(i), status);
@@ -263,7 +211,7 @@ class Mirror::Impl {
     {
       std::lock_guard<std::mutex> hold(mu_);
       failed_ += failures;
-      replicated_ += batch.count - failures;
+      replicated_ += batch.count() - failures;
       // Batches for different servers finish out of order: `finished_` only
       // moves past writes all of whose predecessors have finished too.
       for (uint64_t sequence : batch.sequence) {
@@ -299,8 +247,8 @@ class Mirror::Impl {
           while (queues_[server].empty()) server = (server + 1) % queues_.size();
           next = std::move(queues_[server].front());
           queues_[server].pop_front();
-          queued_writes_ -= next->count;
-          queued_bytes_ -= next->requests.bytes().size();
+          queued_writes_ -= next->count();
+          queued_bytes_ -= next->writes.bytes();
         }
       }
       if (!next.has_value()) {  // nothing new to send: collect the oldest answer
@@ -309,12 +257,12 @@ class Mirror::Impl {
         continue;
       }
       room_.notify_all();
-      in_flight.push_back(SendBatch(*std::move(next), server));
+      in_flight.push_back(SendBatch(*std::move(next)));
       server = (server + 1) % queues_.size();
     }
   }
 
-  MemcachedClient* const l2_;
+  ClientCore& core_;
   const MirrorOptions options_;
 
   mutable std::mutex mu_;
@@ -360,12 +308,7 @@ Mirror::~Mirror() = default;
 
 absl::Status Mirror::ReplicateValue(std::string_view key, std::string_view value,
                                     WriteOptions options) {
-  if (options.ttl.has_value() && *options.ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                        absl::FormatDuration(*options.ttl)));
-  }
-  return impl_->Submit({Impl::Write::Kind::kValue, key, value, options.flags, options.ttl});
+  return impl_->Submit({Impl::Write::Kind::kSet, key, value, options.flags, options.ttl});
 }
 
 absl::Status Mirror::ReplicateDelete(std::string_view key) {
@@ -373,30 +316,10 @@ absl::Status Mirror::ReplicateDelete(std::string_view key) {
 }
 
 absl::Status Mirror::ReplicateTouch(std::string_view key, absl::Duration ttl) {
-  if (ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("ttl is %s; it must be positive (InfiniteDuration: never expire)",
-                        absl::FormatDuration(ttl)));
-  }
   return impl_->Submit({Impl::Write::Kind::kTouch, key, {}, 0, ttl});
 }
 
 absl::Status Mirror::Flush(absl::Duration timeout) { return impl_->Flush(timeout); }
-
-absl::StatusOr<std::optional<std::string>> FillFromL2(Cache& l1, MemcachedClient& l2,
-                                                      std::string_view key) {
-  if (std::optional<std::string> value = l1.Get(key)) return value;
-  absl::StatusOr<std::optional<Item>> item = l2.Get(key);
-  if (!item.ok()) return item.status();
-  if (!item->has_value()) return std::optional<std::string>();
-  Item& hit = **item;
-  const absl::Duration remaining = hit.expiry - absl::Now();
-  if (remaining <= absl::ZeroDuration()) return std::optional<std::string>();
-  const absl::Duration ttl = std::min(remaining, l1.options().default_ttl);
-  // A value L1 cannot hold (too large for its limits) is still the answer.
-  (void)l1.Set(key, hit.value, WriteOptions{ttl, hit.flags});
-  return std::optional<std::string>(std::move(hit.value));
-}
 
 MirrorStats Mirror::Stats() const { return impl_->Stats(); }
 uint64_t Mirror::accepted_writes() const { return impl_->accepted(); }

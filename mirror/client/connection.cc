@@ -1,4 +1,4 @@
-#include "connection.h"
+#include "client/connection.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

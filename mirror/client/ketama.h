@@ -9,8 +9,8 @@
 // server of the first point at or after the first four bytes of MD5(key).
 // Adding or removing one server moves only about 1/N of the keys.
 
-#ifndef TIERCACHE_MIRROR_KETAMA_H_
-#define TIERCACHE_MIRROR_KETAMA_H_
+#ifndef TIERCACHE_MIRROR_CLIENT_KETAMA_H_
+#define TIERCACHE_MIRROR_CLIENT_KETAMA_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -42,4 +42,4 @@ class Ketama {
 
 }  // namespace tiercache::mirror_internal
 
-#endif  // TIERCACHE_MIRROR_KETAMA_H_
+#endif  // TIERCACHE_MIRROR_CLIENT_KETAMA_H_

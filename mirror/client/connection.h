@@ -37,8 +37,8 @@
 //     and a caller that gives up leaves its exchange to be answered and
 //     dropped, keeping the stream in step.
 
-#ifndef TIERCACHE_MIRROR_CONNECTION_H_
-#define TIERCACHE_MIRROR_CONNECTION_H_
+#ifndef TIERCACHE_MIRROR_CLIENT_CONNECTION_H_
+#define TIERCACHE_MIRROR_CLIENT_CONNECTION_H_
 
 #include <atomic>
 #include <condition_variable>
@@ -166,4 +166,4 @@ class Connection {
 
 }  // namespace tiercache::mirror_internal
 
-#endif  // TIERCACHE_MIRROR_CONNECTION_H_
+#endif  // TIERCACHE_MIRROR_CLIENT_CONNECTION_H_

@@ -1,13 +1,14 @@
 // One call per key at a time: the first caller for a key (the leader) runs
 // the work; callers that arrive while it runs wait and get the leader's
-// result. Used by Cache::GetOrLoad and by TieredCache (mirror/), which
-// includes this internal header.
+// result. Used by Cache::GetOrLoad (engine/) and by TieredCache (mirror/),
+// so it lives in common/, an internal target both link: neither layer
+// reaches into the other's private folder.
 //
 // std primitives, not absl::Mutex, so ThreadSanitizer sees the handoff
 // (Debian's abseil is not instrumented).
 
-#ifndef TIERCACHE_ENGINE_SINGLE_FLIGHT_H_
-#define TIERCACHE_ENGINE_SINGLE_FLIGHT_H_
+#ifndef TIERCACHE_COMMON_SINGLE_FLIGHT_H_
+#define TIERCACHE_COMMON_SINGLE_FLIGHT_H_
 
 #include <array>
 #include <atomic>
@@ -22,7 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
-namespace tiercache::engine_internal {
+namespace tiercache::common_internal {
 
 class SingleFlight {
  public:
@@ -90,6 +91,6 @@ class SingleFlight {
   std::array<Shard, 16> shards_;
 };
 
-}  // namespace tiercache::engine_internal
+}  // namespace tiercache::common_internal
 
-#endif  // TIERCACHE_ENGINE_SINGLE_FLIGHT_H_
+#endif  // TIERCACHE_COMMON_SINGLE_FLIGHT_H_

@@ -1,0 +1,457 @@
+#include "client/client_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "validate.h"
+
+namespace tiercache::mirror_internal {
+
+using Code = Response::Code;
+
+absl::Status UnexpectedResponse(const Response& r, std::string_view what) {
+  const std::string asked(what);
+  switch (r.code) {
+    case Code::kClientError:
+      if (absl::StrContains(r.message, "non-numeric")) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s: memcached cannot increment or decrement a non-numeric value", asked));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: memcached refused the request: CLIENT_ERROR %s", asked, r.message));
+    case Code::kServerError:
+      if (absl::StrContains(r.message, "out of memory")) {
+        return absl::ResourceExhaustedError(
+            absl::StrFormat("%s: memcached is out of memory: SERVER_ERROR %s", asked, r.message));
+      }
+      if (absl::StrContains(r.message, "too large")) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: memcached refused the value: SERVER_ERROR %s", asked, r.message));
+      }
+      return absl::InternalError(absl::StrFormat("%s: SERVER_ERROR %s", asked, r.message));
+    case Code::kError:
+      return absl::InternalError(
+          absl::StrFormat("%s: memcached does not know the command (ERROR)", asked));
+    default:
+      return absl::InternalError(
+          absl::StrFormat("%s: unexpected response code %d", asked, static_cast<int>(r.code)));
+  }
+}
+
+namespace {
+
+// memcached counts TTLs in whole seconds: a lease or recache window of 1.5 s
+// is 2 s on the wire.
+int64_t WholeSeconds(absl::Duration d) {
+  return absl::ToInt64Seconds(absl::Ceil(d, absl::Seconds(1)));
+}
+
+Fetched ToFetched(Response& r) {
+  Fetched fetched;
+  fetched.found = r.code != Code::kMiss;
+  if (!fetched.found) return fetched;
+  fetched.value = std::move(r.value);
+  fetched.flags = r.client_flags.value_or(0);
+  fetched.cas = r.cas.value_or(0);
+  fetched.remaining =
+      !r.ttl.has_value() || *r.ttl < 0 ? absl::InfiniteDuration() : absl::Seconds(*r.ttl);
+  fetched.won = r.won;
+  fetched.lost = r.lost;
+  fetched.stale = r.stale;
+  return fetched;
+}
+
+GetRequest ToGetRequest(const FetchOptions& options) {
+  GetRequest get;
+  get.value = options.value;
+  if (options.lease_ttl.has_value()) get.vivify_ttl = WholeSeconds(*options.lease_ttl);
+  if (options.recache_below.has_value()) get.recache_ttl = WholeSeconds(*options.recache_below);
+  return get;
+}
+
+StoreResult ToStoreResult(Code code) {
+  switch (code) {
+    case Code::kHit:
+      return StoreResult::kStored;
+    case Code::kExists:
+      return StoreResult::kExists;
+    case Code::kNotFound:
+      return StoreResult::kNotFound;
+    default:
+      return StoreResult::kNotStored;
+  }
+}
+
+}  // namespace
+
+Item Fetched::ToItem(absl::Time now) && {
+  Item item;
+  item.value = std::move(value);
+  item.flags = flags;
+  item.cas = cas;
+  item.expiry = remaining == absl::InfiniteDuration() ? absl::InfiniteFuture() : now + remaining;
+  return item;
+}
+
+absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOptions& options) {
+  if (options.servers.empty()) return absl::InvalidArgumentError("no memcached servers given");
+  if (options.op_timeout <= absl::ZeroDuration() ||
+      options.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("op_timeout and connect_timeout must be positive");
+  }
+  if (absl::Status s = common_internal::CheckTtl(options.default_ttl, "default_ttl"); !s.ok()) {
+    return s;
+  }
+  if (options.connections_per_server == 0) {
+    return absl::InvalidArgumentError("connections_per_server must be >= 1");
+  }
+  if (options.key_prefix.size() >= kMaxWireKey) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "key_prefix is %d bytes; memcached keys are at most 250", options.key_prefix.size()));
+  }
+  std::unique_ptr<ClientCore> core(new ClientCore(options));
+  ConnectionOptions connection_options;
+  connection_options.connect_timeout = options.connect_timeout;
+  connection_options.op_timeout = options.op_timeout;
+  connection_options.reconnect_backoff = options.reconnect_backoff;
+  connection_options.max_reconnect_backoff = options.max_reconnect_backoff;
+  connection_options.max_value_size = options.max_item_size;
+  std::vector<std::string> names;
+  for (const std::string& server : options.servers) {
+    absl::StatusOr<Endpoint> endpoint = ParseEndpoint(server);
+    if (!endpoint.ok()) return endpoint.status();
+    auto entry = std::make_unique<Server>();
+    for (size_t i = 0; i < options.connections_per_server; ++i) {
+      entry->connections.push_back(std::make_unique<Connection>(*endpoint, connection_options));
+    }
+    core->servers_.push_back(std::move(entry));
+    names.push_back(Ketama::NameFor(endpoint->host, endpoint->port));
+  }
+  if (core->servers_.size() > 1) core->ketama_ = std::make_unique<Ketama>(names);
+  return core;
+}
+
+// --- Validation --------------------------------------------------------------
+
+absl::StatusOr<WireKey> ClientCore::Key(std::string_view key) const {
+  return EncodeKey(options_.key_prefix, key);
+}
+
+absl::Status ClientCore::CheckValue(const WireKey& key, size_t value_size) const {
+  // memcached stores key, value and a ~50-byte header in one item.
+  constexpr size_t kItemHeader = 64;
+  if (key.text.size() + value_size + kItemHeader > options_.max_item_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "value is %d bytes; with its key and memcached's item header it exceeds the server's "
+        "item size limit of %d bytes (max_item_size, memcached -I)",
+        value_size, options_.max_item_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> ClientCore::TtlToken(std::optional<absl::Duration> ttl) const {
+  if (absl::Status s = common_internal::CheckTtl(ttl); !s.ok()) return s;
+  return EncodeTtl(ttl.value_or(options_.default_ttl), absl::Now());
+}
+
+absl::Status ClientCore::CheckWrite(std::string_view key, size_t value_size,
+                                    std::optional<absl::Duration> ttl) const {
+  absl::StatusOr<WireKey> wire = Key(key);
+  if (!wire.ok()) return wire.status();
+  if (absl::Status s = CheckValue(*wire, value_size); !s.ok()) return s;
+  return TtlToken(ttl).status();
+}
+
+// --- Single requests ---------------------------------------------------------
+
+template <typename EncodeFn>
+absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, EncodeFn&& encode) {
+  absl::StatusOr<WireKey> wire = Key(key);
+  if (!wire.ok()) return wire.status();
+  Connection& connection = servers_[ServerIndexFor(key)]->Pick();
+  RequestBatch batch(connection.ReserveOpaque(1));
+  if (absl::Status s = encode(*wire, &batch); !s.ok()) return s;
+  absl::StatusOr<std::vector<Response>> responses = connection.Call(std::move(batch), Deadline());
+  if (!responses.ok()) return responses.status();
+  return std::move(responses->front());
+}
+
+absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptions& options) {
+  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+    batch->Get(wire, ToGetRequest(options));
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  if (r->code != Code::kValue && r->code != Code::kHit && r->code != Code::kMiss) {
+    return UnexpectedResponse(*r, "get");
+  }
+  return ToFetched(*r);
+}
+
+absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view value,
+                                         const WriteOptions& options, StoreMode mode,
+                                         std::optional<uint64_t> cas) {
+  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+    if (absl::Status s = CheckValue(wire, value.size()); !s.ok()) return s;
+    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl);
+    if (!ttl.ok()) return ttl.status();
+    SetRequest set;
+    set.value = value;
+    set.client_flags = options.flags;
+    set.ttl = *ttl;
+    set.mode = mode;
+    set.compare_cas = cas;
+    batch->Set(wire, set);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  switch (r->code) {
+    case Code::kHit:
+    case Code::kNotStored:
+    case Code::kExists:
+    case Code::kNotFound:
+      return Stored{ToStoreResult(r->code), r->cas.value_or(0)};
+    default:
+      return UnexpectedResponse(*r, "store");
+  }
+}
+
+absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint64_t> cas) {
+  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+    DeleteRequest del;
+    del.compare_cas = cas;
+    batch->Delete(wire, del);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kHit) return true;
+  if (r->code == Code::kNotFound || r->code == Code::kExists) return false;
+  return UnexpectedResponse(*r, "delete");
+}
+
+absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl) {
+  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+    absl::StatusOr<int64_t> token = TtlToken(ttl);
+    if (!token.ok()) return token.status();
+    GetRequest get;
+    get.value = false;
+    get.touch_ttl = *token;
+    batch->Get(wire, get);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kHit) return true;
+  if (r->code == Code::kMiss) return false;
+  return UnexpectedResponse(*r, "touch");
+}
+
+absl::StatusOr<uint64_t> ClientCore::Arithmetic(std::string_view key, uint64_t delta,
+                                                bool increment) {
+  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
+    ArithmeticRequest arithmetic;
+    arithmetic.increment = increment;
+    arithmetic.delta = delta;
+    batch->Arithmetic(wire, arithmetic);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  if (r->code == Code::kNotFound) {
+    return absl::NotFoundError(
+        absl::StrFormat("key '%s' is not in memcached", absl::CEscape(std::string(key))));
+  }
+  if (r->code != Code::kValue) return UnexpectedResponse(*r, increment ? "incr" : "decr");
+  uint64_t number = 0;
+  if (!absl::SimpleAtoi(r->value, &number)) {
+    return absl::DataLossError(absl::StrFormat("incr/decr: memcached answered '%s', not a number",
+                                               absl::CEscape(r->value)));
+  }
+  return number;
+}
+
+// --- Pipelined batches -------------------------------------------------------
+
+absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std::string_view> keys,
+                                                           const FetchOptions& options) {
+  std::vector<Fetched> found(keys.size());
+  if (keys.empty()) return found;
+  // Quiet gets, each with its token, then the batch's end marker: misses
+  // send nothing, hits carry their token and key, the marker's answer ends
+  // the batch. A long list is split over the server's connections, sent on
+  // all of them before any answer is awaited: memcached serves each
+  // connection on its own worker thread, and it spends more per key on a meta
+  // get than the client does. So there is a part per server, or several for
+  // a long list; each part's tokens are reserved on its connection, and
+  // `keys_of` maps a request of the part back to its key.
+  struct Part {
+    Connection* connection;
+    std::vector<size_t> keys_of;
+    RequestBatch batch;
+  };
+  std::vector<Part> parts;
+  std::vector<std::vector<size_t>> by_server(servers_.size());
+  for (size_t i = 0; i < keys.size(); ++i) by_server[ServerIndexFor(keys[i])].push_back(i);
+  const GetRequest get = ToGetRequest(options);
+  constexpr size_t kMinKeysPerPart = 32;
+  constexpr size_t kMaxKeyGuess = 32;  // typical keys; longer ones just regrow once
+  for (size_t s = 0; s < by_server.size(); ++s) {
+    const std::vector<size_t>& indexes = by_server[s];
+    if (indexes.empty()) continue;
+    Server& server = *servers_[s];
+    const size_t count =
+        std::clamp<size_t>(indexes.size() / kMinKeysPerPart, 1, server.connections.size());
+    const size_t first_part = parts.size();
+    Connection* const mine = &server.Pick();
+    size_t first = 0;
+    while (server.connections[first].get() != mine) ++first;
+    for (size_t p = 0; p < count; ++p) {
+      Connection* connection = server.connections[(first + p) % server.connections.size()].get();
+      // Key j goes to part j * count / n: part p gets ceil((p+1)n/count) - ceil(pn/count).
+      const auto ceil_div = [count](size_t x) { return (x + count - 1) / count; };
+      const size_t size = ceil_div((p + 1) * indexes.size()) - ceil_div(p * indexes.size());
+      parts.push_back({connection, {}, RequestBatch(connection->ReserveOpaque(size + 1))});
+      parts.back().keys_of.reserve(size);
+      // "mg <key> v f c t k O<token> q\r\n" is the key and about 40 bytes.
+      parts.back().batch.Reserve(size, size * (kMaxKeyGuess + 40) + 64);
+    }
+    for (size_t j = 0; j < indexes.size(); ++j) {
+      const size_t i = indexes[j];
+      absl::StatusOr<WireKey> wire = Key(keys[i]);
+      if (!wire.ok()) return wire.status();
+      Part& part = parts[first_part + j * count / indexes.size()];
+      part.batch.Get(*wire, get, /*quiet=*/true);
+      part.keys_of.push_back(i);
+    }
+  }
+  const absl::Time deadline = Deadline();
+  std::vector<std::pair<Part*, Connection::Ticket>> sent;
+  absl::Status status;
+  for (Part& part : parts) {
+    if (!status.ok()) break;
+    part.batch.EndWithMarker();
+    absl::StatusOr<Connection::Ticket> ticket =
+        part.connection->Send(std::move(part.batch), deadline);
+    if (ticket.ok()) {
+      sent.emplace_back(&part, *std::move(ticket));
+    } else {
+      status = ticket.status();
+    }
+  }
+  // Every part sent is awaited, even after a failure, so that no answer is
+  // left unread on a connection.
+  for (auto& [part, ticket] : sent) {
+    absl::StatusOr<std::vector<Response>> responses = part->connection->Wait(ticket, deadline);
+    if (!responses.ok()) {
+      if (status.ok()) status = responses.status();
+      continue;
+    }
+    for (Response& r : *responses) {
+      if (r.code != Code::kValue && r.code != Code::kHit) {  // an error line fails the call
+        if (status.ok()) status = UnexpectedResponse(r, "get_many");
+        continue;
+      }
+      found[part->keys_of[r.request]] = ToFetched(r);
+    }
+  }
+  if (!status.ok()) return status;
+  return found;
+}
+
+absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
+                                                       std::string_view key, std::string_view value,
+                                                       const WriteOptions& options) const {
+  PreparedWrite write;
+  write.kind = kind;
+  absl::StatusOr<WireKey> wire = Key(key);
+  if (!wire.ok()) return wire.status();
+  write.key = *std::move(wire);
+  if (kind == PreparedWrite::Kind::kSet) {
+    if (absl::Status s = CheckValue(write.key, value.size()); !s.ok()) return s;
+    write.value = value;
+    write.flags = options.flags;
+  }
+  if (kind != PreparedWrite::Kind::kDelete) {
+    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl);
+    if (!ttl.ok()) return ttl.status();
+    write.ttl_token = *ttl;
+  }
+  write.server = ServerIndexFor(key);
+  // "ms <key> <len> F<flags> T<ttl> MS O<token> q\r\n<value>\r\n" is about 50
+  // bytes besides the key and value.
+  write.encoded_size = write.key.text.size() + write.value.size() + 64;
+  return write;
+}
+
+void WriteBatch::Add(const PreparedWrite& write) {
+  switch (write.kind) {
+    case PreparedWrite::Kind::kSet: {
+      SetRequest set;
+      set.value = write.value;
+      set.client_flags = write.flags;
+      set.ttl = write.ttl_token;
+      requests_.Set(write.key, set, /*quiet=*/true);
+      break;
+    }
+    case PreparedWrite::Kind::kDelete:
+      requests_.Delete(write.key, {}, /*quiet=*/true);
+      break;
+    case PreparedWrite::Kind::kTouch: {
+      GetRequest touch;
+      touch.value = false;
+      touch.touch_ttl = write.ttl_token;
+      requests_.Get(write.key, touch, /*quiet=*/true);
+      break;
+    }
+  }
+}
+
+WriteBatch ClientCore::NewWriteBatch(size_t server, size_t capacity) {
+  return WriteBatch(server, servers_[server]->connections.front().get(), capacity);
+}
+
+WriteTicket ClientCore::Send(WriteBatch batch) {
+  WriteTicket ticket;
+  ticket.connection_ = batch.connection_;
+  ticket.size_ = batch.size();
+  batch.requests_.EndWithMarker();
+  absl::StatusOr<Connection::Ticket> sent =
+      batch.connection_->Send(std::move(batch.requests_), Deadline());
+  if (sent.ok()) {
+    ticket.exchange_ = *std::move(sent);
+  } else {
+    ticket.send_status_ = sent.status();
+  }
+  return ticket;
+}
+
+BatchOutcome ClientCore::Await(WriteTicket& ticket) {
+  BatchOutcome outcome;
+  outcome.status = ticket.send_status_;
+  if (ticket.exchange_ == nullptr) return outcome;
+  absl::StatusOr<std::vector<Response>> responses =
+      ticket.connection_->Wait(ticket.exchange_, Deadline());
+  ticket.exchange_ = nullptr;
+  if (!responses.ok()) {
+    outcome.status = responses.status();
+    return outcome;
+  }
+  for (const Response& r : *responses) {
+    // A quiet delete of a missing key is fine, and so is a touch's hit.
+    if (r.code == Code::kHit || r.code == Code::kNotFound) continue;
+    if (r.request != Response::kUntagged) {
+      outcome.refused.emplace_back(r.request, absl::InternalError(absl::StrFormat(
+                                                  "memcached refused the write (%s)",
+                                                  r.message.empty() ? "not stored" : r.message)));
+    } else {
+      // Error lines carry no tag: the write they belong to is unknown.
+      outcome.status = absl::InternalError(
+          absl::StrFormat("memcached refused a write of the batch: %s", r.message));
+    }
+  }
+  return outcome;
+}
+
+}  // namespace tiercache::mirror_internal

@@ -1,0 +1,245 @@
+// The client layer's internal API: the only code in mirror/ that encodes a
+// request, picks a connection or reads a response. Everything above it —
+// the public MemcachedClient, the Mirror (replication/) and TieredCache
+// (tiered/) — speaks to memcached through the typed calls below and never
+// sees a wire key being written, a token or a socket.
+//
+// Shape. Every call is one of two kinds:
+//   - a single request (Fetch, Store, Delete, Touch, Arithmetic) that
+//     returns its answer, typed: a miss is `found == false` or a
+//     StoreResult, never a status; a status is returned only when memcached
+//     could not answer (timeout, down, refused, desync);
+//   - a pipelined batch: FetchMany sends one batch per server (or several on
+//     a long list) before awaiting any; the Mirror fills WriteBatches, sends
+//     each with Send() (which returns a WriteTicket at once) and collects its
+//     outcome with Await(). A non-blocking public API can be a thin layer over
+//     Send/Await.
+//
+// Validation. The memcached limits are checked here and only here: the wire
+// key (prefix + key, base64 when needed, at most 250 bytes), the item size
+// (key + value + header under max_item_size) and the TTL (positive, and
+// before memcached's 2038 horizon). The rules shared with the L1 (an empty
+// key, a non-positive TTL) come from common/validate.h, so every layer says
+// the same thing about the same input.
+//
+// Thread-safe: a ClientCore is shared by every thread of the process.
+
+#ifndef TIERCACHE_MIRROR_CLIENT_CLIENT_CORE_H_
+#define TIERCACHE_MIRROR_CLIENT_CLIENT_CORE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "client/connection.h"
+#include "client/ketama.h"
+#include "protocol/meta_protocol.h"
+#include "tiercache/memcached.h"
+#include "tiercache/types.h"
+
+namespace tiercache::mirror_internal {
+
+// What one get asks memcached for (`mg <key> k ...`: the key is always
+// echoed and checked).
+struct FetchOptions {
+  bool value = true;  // false: flags, CAS and TTL only (a revalidation)
+  // N: on a miss, create an empty stub living this long and win its lease.
+  std::optional<absl::Duration> lease_ttl;
+  // R: win the right to recache when the remaining TTL is below this.
+  std::optional<absl::Duration> recache_below;
+};
+
+// memcached's answer to a get.
+struct Fetched {
+  bool found = false;  // EN: false, and nothing else is set
+  std::string value;   // with FetchOptions::value
+  uint32_t flags = 0;
+  uint64_t cas = 0;
+  // The item's remaining TTL as memcached counts it (whole seconds);
+  // InfiniteDuration when it does not expire.
+  absl::Duration remaining = absl::InfiniteDuration();
+  bool won = false;    // W: this client should (re)compute and store
+  bool lost = false;   // Z: another client already won
+  bool stale = false;  // X: the item was marked stale
+  // The empty item `lease_ttl` creates, which answers W to its first reader
+  // and Z to the others until a value is stored over it. (A real empty value
+  // inside a recache window looks the same; treating it as a stub only makes
+  // its readers wait for the refresh.)
+  bool IsLeaseStub() const { return found && value.empty() && (won || lost); }
+  // As the public Item, with its expiry measured from `now`.
+  Item ToItem(absl::Time now) &&;
+};
+
+// A store's answer: kStored with the item's new CAS, or why not.
+struct Stored {
+  StoreResult result = StoreResult::kNotStored;
+  uint64_t cas = 0;  // kStored only
+};
+
+// A write the Mirror queues: checked and in wire form (PrepareWrite), not yet
+// encoded. `value` is the caller's; it must live until WriteBatch::Add.
+struct PreparedWrite {
+  enum class Kind : uint8_t { kSet, kDelete, kTouch };
+  Kind kind = Kind::kSet;
+  WireKey key;
+  std::string_view value;
+  uint32_t flags = 0;
+  int64_t ttl_token = 0;    // kSet, kTouch
+  size_t server = 0;        // where the key lives
+  size_t encoded_size = 0;  // about what it adds to a batch (for queue bounds)
+};
+
+// Quiet writes for one server, encoded as they are added and sent in one
+// piece: memcached answers only the writes it refuses, and the end marker.
+// Made by ClientCore::NewWriteBatch; its tokens are reserved on the
+// connection that will send it.
+class WriteBatch {
+ public:
+  WriteBatch(WriteBatch&&) = default;
+  WriteBatch& operator=(WriteBatch&&) = default;
+
+  // REQUIRES: size() < capacity(), and write.server == server().
+  void Add(const PreparedWrite& write);
+  size_t server() const { return server_; }
+  size_t size() const { return requests_.size(); }
+  size_t capacity() const { return capacity_; }
+  size_t bytes() const { return requests_.bytes().size(); }
+
+ private:
+  friend class ClientCore;
+  WriteBatch(size_t server, Connection* connection, size_t capacity)
+      : server_(server),
+        connection_(connection),
+        capacity_(capacity),
+        requests_(connection->ReserveOpaque(capacity + 1)) {}
+  size_t server_;
+  Connection* connection_;
+  size_t capacity_;
+  RequestBatch requests_;
+};
+
+// A sent WriteBatch, to be awaited once.
+class WriteTicket {
+ public:
+  WriteTicket() = default;
+  size_t size() const { return size_; }
+
+ private:
+  friend class ClientCore;
+  Connection* connection_ = nullptr;
+  Connection::Ticket exchange_;  // null if it could not be sent
+  absl::Status send_status_;     // why not
+  size_t size_ = 0;
+};
+
+// What became of a batch's writes.
+struct BatchOutcome {
+  // Not OK: the batch as a whole failed (not sent, timed out, the connection
+  // broke, or an error line that names no write); every write not listed in
+  // `refused` failed with this.
+  absl::Status status;
+  // Writes memcached refused one by one: the index in the batch, and why.
+  std::vector<std::pair<size_t, absl::Status>> refused;
+};
+
+class ClientCore {
+ public:
+  // InvalidArgument naming the option that is wrong; servers are not
+  // contacted.
+  static absl::StatusOr<std::unique_ptr<ClientCore>> Create(const MemcachedOptions& options);
+
+  const MemcachedOptions& options() const { return options_; }
+  size_t server_count() const { return servers_.size(); }
+  // The server a key lives on: libmemcached's ketama over the pool, by the
+  // key without the prefix (as libmemcached hashes a namespaced key).
+  size_t ServerIndexFor(std::string_view key) const {
+    return ketama_ == nullptr ? 0 : ketama_->ServerFor(key);
+  }
+
+  // --- Validation (memcached's limits) -------------------------------------
+  absl::StatusOr<WireKey> Key(std::string_view key) const;
+  absl::Status CheckValue(const WireKey& key, size_t value_size) const;
+  // The TTL token for `ttl` (nullopt: default_ttl), read against the real
+  // clock: memcached's clock is the wall clock.
+  absl::StatusOr<int64_t> TtlToken(std::optional<absl::Duration> ttl) const;
+  // Everything a write of `value_size` bytes under `key` with `ttl` must meet.
+  absl::Status CheckWrite(std::string_view key, size_t value_size,
+                          std::optional<absl::Duration> ttl) const;
+
+  // --- Single requests -----------------------------------------------------
+  absl::StatusOr<Fetched> Fetch(std::string_view key, const FetchOptions& options = {});
+  // A store in `mode`; with `cas`, only if the item's CAS is still that.
+  absl::StatusOr<Stored> Store(std::string_view key, std::string_view value,
+                               const WriteOptions& options, StoreMode mode,
+                               std::optional<uint64_t> cas = std::nullopt);
+  // True if the key was there (and, with `cas`, had that CAS) and is gone.
+  absl::StatusOr<bool> Delete(std::string_view key, std::optional<uint64_t> cas = std::nullopt);
+  absl::StatusOr<bool> Touch(std::string_view key, absl::Duration ttl);
+  // NotFound when the key is missing; FailedPrecondition for a non-number.
+  absl::StatusOr<uint64_t> Arithmetic(std::string_view key, uint64_t delta, bool increment);
+
+  // --- Pipelined batches ---------------------------------------------------
+  // The answers to gets of `keys`, in their order (a miss is found == false),
+  // in one pipelined round trip per server.
+  absl::StatusOr<std::vector<Fetched>> FetchMany(absl::Span<const std::string_view> keys,
+                                                 const FetchOptions& options = {});
+
+  // Checks a write and puts it in wire form, or says why it cannot be sent.
+  absl::StatusOr<PreparedWrite> PrepareWrite(PreparedWrite::Kind kind, std::string_view key,
+                                             std::string_view value = {},
+                                             const WriteOptions& options = {}) const;
+  // An empty batch for `server`, for up to `capacity` writes. Every batch of
+  // a server goes on the same connection, so they reach memcached in the
+  // order they are sent.
+  WriteBatch NewWriteBatch(size_t server, size_t capacity);
+  // Puts the batch on the wire (ended by its marker) and returns at once; a
+  // failure to send is reported by Await.
+  WriteTicket Send(WriteBatch batch);
+  // Waits (up to op_timeout) for the batch's answers.
+  BatchOutcome Await(WriteTicket& ticket);
+
+ private:
+  struct Server {
+    std::vector<std::unique_ptr<Connection>> connections;
+    // Each thread keeps to one connection (threads are dealt out round-robin
+    // on first use): a thread alone on its connection reads its own answers
+    // with no handoff, and threads that share one pipeline their requests.
+    Connection& Pick() {
+      thread_local const size_t slot = next_thread.fetch_add(1, std::memory_order_relaxed);
+      return *connections[slot % connections.size()];
+    }
+    static inline std::atomic<size_t> next_thread{0};
+  };
+
+  explicit ClientCore(const MemcachedOptions& options) : options_(options) {}
+  absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
+  // One request for `key`, added to a batch by `encode(wire_key, &batch)`,
+  // and the response that provably answers it.
+  template <typename EncodeFn>
+  absl::StatusOr<Response> Exchange(std::string_view key, EncodeFn&& encode);
+
+  const MemcachedOptions options_;
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::unique_ptr<Ketama> ketama_;  // null with one server
+};
+
+// The core under a public client (for the Mirror and TieredCache).
+ClientCore& CoreOf(MemcachedClient& client);
+
+// A response that is not one of the request's normal answers, as a status
+// naming `what` was asked (CLIENT_ERROR, SERVER_ERROR, ERROR, ...).
+absl::Status UnexpectedResponse(const Response& r, std::string_view what);
+
+}  // namespace tiercache::mirror_internal
+
+#endif  // TIERCACHE_MIRROR_CLIENT_CLIENT_CORE_H_

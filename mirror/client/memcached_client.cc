@@ -1,0 +1,107 @@
+// MemcachedClient: the public face of the client layer, a thin veneer over
+// ClientCore (client/client_core.h), which encodes, sends and matches.
+
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "client/client_core.h"
+#include "tiercache/memcached.h"
+
+namespace tiercache {
+
+using mirror_internal::ClientCore;
+using mirror_internal::Fetched;
+using mirror_internal::StoreMode;
+
+absl::StatusOr<std::unique_ptr<MemcachedClient>> MemcachedClient::Create(MemcachedOptions options) {
+  absl::StatusOr<std::unique_ptr<ClientCore>> core = ClientCore::Create(options);
+  if (!core.ok()) return core.status();
+  return std::unique_ptr<MemcachedClient>(new MemcachedClient(*std::move(core)));
+}
+
+MemcachedClient::MemcachedClient(std::unique_ptr<ClientCore> core) : core_(std::move(core)) {}
+
+MemcachedClient::~MemcachedClient() = default;
+
+const MemcachedOptions& MemcachedClient::options() const { return core_->options(); }
+
+absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
+  absl::StatusOr<Fetched> fetched = core_->Fetch(key);
+  if (!fetched.ok()) return fetched.status();
+  if (!fetched->found) return std::optional<Item>();
+  return std::optional<Item>(std::move(*fetched).ToItem(absl::Now()));
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, Item>> MemcachedClient::GetMany(
+    absl::Span<const std::string_view> keys) {
+  absl::StatusOr<std::vector<Fetched>> fetched = core_->FetchMany(keys);
+  if (!fetched.ok()) return fetched.status();
+  absl::flat_hash_map<std::string, Item> found;
+  found.reserve(keys.size());
+  const absl::Time now = absl::Now();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!(*fetched)[i].found) continue;
+    found.insert_or_assign(absl::string_view(keys[i].data(), keys[i].size()),
+                           std::move((*fetched)[i]).ToItem(now));
+  }
+  return found;
+}
+
+namespace {
+
+absl::StatusOr<StoreResult> ResultOf(absl::StatusOr<mirror_internal::Stored> stored) {
+  if (!stored.ok()) return stored.status();
+  return stored->result;
+}
+
+}  // namespace
+
+absl::StatusOr<StoreResult> MemcachedClient::Set(std::string_view key, std::string_view value,
+                                                 WriteOptions options) {
+  return ResultOf(core_->Store(key, value, options, StoreMode::kSet));
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Add(std::string_view key, std::string_view value,
+                                                 WriteOptions options) {
+  return ResultOf(core_->Store(key, value, options, StoreMode::kAdd));
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Replace(std::string_view key, std::string_view value,
+                                                     WriteOptions options) {
+  return ResultOf(core_->Store(key, value, options, StoreMode::kReplace));
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Append(std::string_view key, std::string_view suffix) {
+  return ResultOf(core_->Store(key, suffix, {}, StoreMode::kAppend));
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::Prepend(std::string_view key,
+                                                     std::string_view prefix) {
+  return ResultOf(core_->Store(key, prefix, {}, StoreMode::kPrepend));
+}
+
+absl::StatusOr<StoreResult> MemcachedClient::CompareAndSwap(std::string_view key,
+                                                            std::string_view value, uint64_t cas,
+                                                            WriteOptions options) {
+  return ResultOf(core_->Store(key, value, options, StoreMode::kSet, cas));
+}
+
+absl::StatusOr<bool> MemcachedClient::Delete(std::string_view key) { return core_->Delete(key); }
+
+absl::StatusOr<bool> MemcachedClient::Touch(std::string_view key, absl::Duration ttl) {
+  return core_->Touch(key, ttl);
+}
+
+absl::StatusOr<uint64_t> MemcachedClient::Increment(std::string_view key, uint64_t delta) {
+  return core_->Arithmetic(key, delta, /*increment=*/true);
+}
+
+absl::StatusOr<uint64_t> MemcachedClient::Decrement(std::string_view key, uint64_t delta) {
+  return core_->Arithmetic(key, delta, /*increment=*/false);
+}
+
+namespace mirror_internal {
+ClientCore& CoreOf(MemcachedClient& client) { return *client.core_; }
+}  // namespace mirror_internal
+
+}  // namespace tiercache
