@@ -4,8 +4,9 @@
 // so it lives in common/, an internal target both link: neither layer
 // reaches into the other's private folder.
 //
-// std primitives, not absl::Mutex, so ThreadSanitizer sees the handoff
-// (Debian's abseil is not instrumented).
+// common_internal::Mutex (std primitives with lock annotations), not
+// absl::Mutex, so ThreadSanitizer sees the handoff (Debian's abseil is not
+// instrumented).
 
 #ifndef TIERCACHE_COMMON_SINGLE_FLIGHT_H_
 #define TIERCACHE_COMMON_SINGLE_FLIGHT_H_
@@ -15,13 +16,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "mutex.h"
 
 namespace tiercache::common_internal {
 
@@ -41,7 +43,7 @@ class SingleFlight {
     std::shared_ptr<Flight> flight;
     bool leader = false;
     {
-      std::lock_guard<std::mutex> hold(shard.mu);
+      MutexLock hold(&shard.mu);
       auto [it, inserted] = shard.by_key.try_emplace(absl::string_view(key.data(), key.size()));
       if (inserted) it->second = std::make_shared<Flight>();
       flight = it->second;
@@ -49,9 +51,10 @@ class SingleFlight {
       if (!leader && joins != nullptr) joins->fetch_add(1, std::memory_order_relaxed);
     }
     if (!leader) {
-      std::unique_lock<std::mutex> hold(flight->mu);
-      flight->cv.wait(hold, [&] { return flight->done; });
-      return flight->result;
+      Flight& f = *flight;
+      MutexLock hold(&f.mu);
+      f.cv.wait(hold, [&f]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(f.mu) { return f.done; });
+      return f.result;
     }
     // Hands the result to the followers even if `lead` throws.
     struct Completion {
@@ -61,11 +64,11 @@ class SingleFlight {
       Result result = absl::InternalError("GetOrLoad: the loader threw an exception");
       ~Completion() {
         {
-          std::lock_guard<std::mutex> hold(shard.mu);
+          MutexLock hold(&shard.mu);
           shard.by_key.erase(absl::string_view(key.data(), key.size()));
         }
         {
-          std::lock_guard<std::mutex> hold(flight.mu);
+          MutexLock hold(&flight.mu);
           flight.result = std::move(result);
           flight.done = true;
         }
@@ -79,14 +82,14 @@ class SingleFlight {
 
  private:
   struct Flight {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Result result;
+    Mutex mu;
+    std::condition_variable_any cv;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    Result result ABSL_GUARDED_BY(mu);
   };
   struct alignas(64) Shard {
-    std::mutex mu;
-    absl::flat_hash_map<std::string, std::shared_ptr<Flight>> by_key;
+    Mutex mu;
+    absl::flat_hash_map<std::string, std::shared_ptr<Flight>> by_key ABSL_GUARDED_BY(mu);
   };
   std::array<Shard, 16> shards_;
 };

@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "check.h"
 
 namespace tiercache::engine_internal {
 namespace {
@@ -225,6 +226,7 @@ StripeStats Stripe::Stats() const {
 }
 
 void Stripe::InsertAfterLocked(Ref after, Ref ref) {
+  TIERCACHE_ASSERT(ref != kSentinel && ref != after, "linking a list's sentinel, or after itself");
   Entry* e = At(ref);
   Entry* before = At(after);
   e->prev = after;
@@ -234,6 +236,8 @@ void Stripe::InsertAfterLocked(Ref after, Ref ref) {
 }
 
 void Stripe::RemoveFromListLocked(Ref ref) {
+  TIERCACHE_ASSERT(ref != kSentinel && ref != probation_ && ref != protected_,
+                   "unlinking a list's sentinel");
   const Entry* e = At(ref);
   At(e->prev)->next = e->next;
   At(e->next)->prev = e->prev;
@@ -285,7 +289,13 @@ void Stripe::UnlinkLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
 void Stripe::DetachLocked(Ref ref, RemovalReason reason, Graveyard* dead) {
   Entry* e = At(ref);
   RemoveFromListLocked(ref);
+  TIERCACHE_ASSERT(stats_.items > 0 && stats_.bytes >= Charge(*e),
+                   "removing an entry the stripe's counts do not include");
   if (tiny_lfu_) {
+    TIERCACHE_ASSERT(
+        e->segment() == Segment::kProbation ||
+            (e->segment() == Segment::kWindow ? window_weight_ : protected_weight_) >= WeightOf(*e),
+        "a W-TinyLFU region weighs less than an entry it holds");
     if (e->segment() == Segment::kWindow) window_weight_ -= WeightOf(*e);
     if (e->segment() == Segment::kProtected) protected_weight_ -= WeightOf(*e);
   }
@@ -372,6 +382,7 @@ void Stripe::EnforceBudgetLocked(int64_t now_ns, Graveyard* dead, size_t written
     }
   }
   if (tiny_lfu_) EvictTinyLfuLocked(dead);
+  TIERCACHE_ASSERT(!OverBudgetLocked(), "a write left the stripe over its budget");
   // Moving twice what was written, and 4 KiB more, outpaces the
   // fragmentation a write can cause (the records it pushed out weigh about
   // what it wrote).
@@ -452,6 +463,8 @@ void Stripe::DemoteProtectedLocked(Ref keep) {
     if (oldest == protected_ || oldest == keep) break;
     Entry* o = At(oldest);
     RemoveFromListLocked(oldest);
+    TIERCACHE_ASSERT(o->segment() == Segment::kProtected && protected_weight_ >= WeightOf(*o),
+                     "demoting an entry protected's weight does not include");
     protected_weight_ -= WeightOf(*o);
     o->set_segment(Segment::kProbation);
     InsertAfterLocked(probation_, oldest);
@@ -492,6 +505,8 @@ void Stripe::EvictTinyLfuLocked(Graveyard* dead) {
     const Ref oldest = At(kSentinel)->prev;
     Entry* e = At(oldest);
     RemoveFromListLocked(oldest);
+    TIERCACHE_ASSERT(e->segment() == Segment::kWindow && window_weight_ >= WeightOf(*e),
+                     "moving an entry the window's weight does not include");
     window_weight_ -= WeightOf(*e);
     e->set_segment(Segment::kProbation);
     InsertAfterLocked(probation_, oldest);

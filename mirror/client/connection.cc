@@ -157,22 +157,21 @@ Connection::~Connection() {
 
 std::string Connection::Describe() const { return "memcached " + endpoint_.name; }
 
-absl::Status Connection::DownStatus() const {
+absl::Status Connection::DownStatusLocked() const {
   return absl::UnavailableError(absl::StrFormat(
       "%s is down (%s); next reconnect attempt in %s", Describe(), last_error_.message(),
       absl::FormatDuration(absl::Trunc(next_attempt_ - absl::Now(), absl::Milliseconds(1)))));
 }
 
-absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock,
-                                               absl::Time deadline) {
+absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
   while (true) {
-    if (fd_ >= 0 && !reader_active_ && Overdue()) {
+    if (fd_ >= 0 && !reader_active_ && OverdueLocked()) {
       // Nobody is reading, and the oldest request is op_timeout old: its
       // caller has given up, or is busy elsewhere (the Mirror's sender waits
       // on one server at a time). Its answer may be sitting unread: read
       // what has arrived before judging.
       ReadAvailableLocked();
-      if (fd_ >= 0 && Overdue()) {
+      if (fd_ >= 0 && OverdueLocked()) {
         // Unanswered for op_timeout: if its answer ever comes it must not be
         // read as the answer to what is sent next, and everything queued
         // behind it is lost with it. Send on a fresh connection.
@@ -196,19 +195,19 @@ absl::Status Connection::EnsureConnectedLocked(std::unique_lock<std::timed_mutex
     }
     if (fd_ >= 0) return absl::OkStatus();
     if (connecting_) {  // another caller is connecting: wait for its outcome
-      if (changed_.wait_until(lock, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
+      if (changed_.wait_until(mu_, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
           connecting_) {
         return absl::DeadlineExceededError(
             absl::StrFormat("%s: still connecting at the deadline", Describe()));
       }
       continue;
     }
-    if (absl::Now() < next_attempt_) return DownStatus();
+    if (absl::Now() < next_attempt_) return DownStatusLocked();
     connecting_ = true;
-    lock.unlock();
+    mu_.unlock();
     absl::StatusOr<int> fd =
         ConnectSocket(endpoint_, std::min(deadline, absl::Now() + options_.connect_timeout));
-    lock.lock();
+    mu_.lock();
     connecting_ = false;
     changed_.notify_all();
     if (fd.ok()) {
@@ -302,7 +301,7 @@ void Connection::DispatchLocked() {
   }
 }
 
-bool Connection::Overdue() const {
+bool Connection::OverdueLocked() const {
   return !pending_.empty() && absl::Now() - pending_.front()->sent >= options_.op_timeout;
 }
 
@@ -369,11 +368,11 @@ absl::StatusOr<std::vector<Response>> Connection::Call(RequestBatch batch, absl:
 }
 
 absl::StatusOr<Connection::Ticket> Connection::Send(RequestBatch batch, absl::Time deadline) {
-  std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
-  if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
+  common_internal::MutexLock lock(&mu_, std::defer_lock);
+  if (!lock.TryLockUntil(deadline)) {
     return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
   }
-  if (absl::Status s = EnsureConnectedLocked(lock, deadline); !s.ok()) return s;
+  if (absl::Status s = EnsureConnectedLocked(deadline); !s.ok()) return s;
   auto exchange = std::make_shared<Exchange>();
   exchange->batch = std::move(batch);
   exchange->sent = absl::Now();
@@ -384,8 +383,8 @@ absl::StatusOr<Connection::Ticket> Connection::Send(RequestBatch batch, absl::Ti
 
 absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, absl::Time deadline) {
   Exchange* const exchange = ticket.get();
-  std::unique_lock<std::timed_mutex> lock(mu_, std::defer_lock);
-  if (!lock.try_lock_until(absl::ToChronoTime(deadline))) {
+  common_internal::MutexLock lock(&mu_, std::defer_lock);
+  if (!lock.TryLockUntil(deadline)) {
     return absl::DeadlineExceededError(absl::StrFormat("%s: busy until the deadline", Describe()));
   }
   // Each waiter sleeps on its own exchange: a completion wakes exactly its

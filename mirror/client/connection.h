@@ -45,15 +45,16 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "mutex.h"
 #include "protocol/meta_protocol.h"
 
 namespace tiercache::mirror_internal {
@@ -113,55 +114,62 @@ class Connection {
   const Endpoint& endpoint() const { return endpoint_; }
 
  private:
-  // REQUIRES: lock held. Makes `fd_` a live connection or says why not.
-  absl::Status EnsureConnectedLocked(std::unique_lock<std::timed_mutex>& lock, absl::Time deadline);
-  // REQUIRES: lock held. Writes all of `bytes`, or resets the connection.
-  absl::Status SendLocked(std::string_view bytes, absl::Time deadline);
-  // REQUIRES: lock held, and this thread holds the reader role.
-  void DispatchLocked();
-  // REQUIRES: lock held. Fails every pending exchange with `why`, closes the
-  // socket and schedules the next reconnect attempt: after a backoff when the
-  // server failed, at once after a desync (the server is there; only this
-  // stream is lost).
+  // Makes `fd_` a live connection or says why not. Releases the lock while
+  // it connects.
+  absl::Status EnsureConnectedLocked(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes all of `bytes`, or resets the connection.
+  absl::Status SendLocked(std::string_view bytes, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: this thread holds the reader role (or nobody reads).
+  void DispatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails every pending exchange with `why`, closes the socket and schedules
+  // the next reconnect attempt: after a backoff when the server failed, at
+  // once after a desync (the server is there; only this stream is lost).
   enum class Retry { kAfterBackoff, kAtOnce };
-  void ResetLocked(absl::Status why, Retry retry = Retry::kAfterBackoff);
-  void CompleteFrontLocked(absl::Status status);
-  // REQUIRES: lock held. Closes the socket (or, while a reader polls it,
-  // shuts it down for the reader to close) and forgets the stream.
-  void CloseSocketLocked();
-  // REQUIRES: lock held, no reader. Reads and dispatches whatever has
-  // arrived, without waiting.
-  void ReadAvailableLocked();
-  // REQUIRES: lock held. The oldest pending request is op_timeout old.
-  bool Overdue() const;
-  // REQUIRES: lock held. If nobody reads, wakes one caller still waiting so
-  // that it becomes the reader.
-  void HandOffReadingLocked();
-  absl::Status DownStatus() const;
+  void ResetLocked(absl::Status why, Retry retry = Retry::kAfterBackoff)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteFrontLocked(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes the socket (or, while a reader polls it, shuts it down for the
+  // reader to close) and forgets the stream.
+  void CloseSocketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: no reader. Reads and dispatches whatever has arrived, without
+  // waiting.
+  void ReadAvailableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The oldest pending request is op_timeout old.
+  bool OverdueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // If nobody reads, wakes one caller still waiting so that it becomes the
+  // reader.
+  void HandOffReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DownStatusLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string Describe() const;
 
   const Endpoint endpoint_;
   const ConnectionOptions options_;
 
-  std::timed_mutex mu_;
+  // Guards the stream's state below, and every Exchange's fields (which the
+  // analysis cannot name: they live in objects shared with the callers).
+  // Timed: no caller waits past its deadline, not even for the lock.
+  common_internal::Mutex mu_;
   std::condition_variable_any changed_;  // a connection attempt ended
-  int fd_ = -1;
-  uint64_t generation_ = 0;  // bumped by every reset: a reader's fd may be stale
-  bool connecting_ = false;
-  bool reader_active_ = false;
-  int reader_fd_ = -1;          // the descriptor the reader polls
-  bool reader_closes_ = false;  // reader_fd_ was shut down: the reader closes it
-  std::deque<std::shared_ptr<Exchange>> pending_;
-  ResponseParser parser_;
-  // Used by the reader outside the lock, or by ReadAvailableLocked under the
-  // lock while nobody reads.
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;
+  // Bumped by every reset: a reader's fd may be stale.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool connecting_ ABSL_GUARDED_BY(mu_) = false;
+  bool reader_active_ ABSL_GUARDED_BY(mu_) = false;
+  int reader_fd_ ABSL_GUARDED_BY(mu_) = -1;  // the descriptor the reader polls
+  // reader_fd_ was shut down: the reader closes it.
+  bool reader_closes_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::shared_ptr<Exchange>> pending_ ABSL_GUARDED_BY(mu_);
+  ResponseParser parser_ ABSL_GUARDED_BY(mu_);
+  // Not guarded by mu_ but by the reader role: used by the reader outside
+  // the lock, or by ReadAvailableLocked under the lock while nobody reads.
   std::string read_buffer_;
   std::atomic<uint64_t> next_opaque_{1};
   // Reconnect schedule while down.
-  absl::Time next_attempt_ = absl::InfinitePast();
-  absl::Duration backoff_;
-  absl::Status last_error_;
-  std::minstd_rand jitter_;
+  absl::Time next_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
+  absl::Status last_error_ ABSL_GUARDED_BY(mu_);
+  std::minstd_rand jitter_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tiercache::mirror_internal

@@ -3,19 +3,22 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "check.h"
 #include "client/client_core.h"
+#include "mutex.h"
 #include "validate.h"
 
 namespace tiercache {
 
+using common_internal::MutexLock;
 using mirror_internal::BatchOutcome;
 using mirror_internal::ClientCore;
 using mirror_internal::PreparedWrite;
@@ -37,13 +40,14 @@ class Mirror::Impl {
   Impl(MemcachedClient* l2, MirrorOptions options)
       : core_(mirror_internal::CoreOf(*l2)),
         options_(std::move(options)),
-        queues_(core_.server_count()) {
+        server_count_(core_.server_count()),
+        queues_(server_count_) {
     if (options_.mode == MirrorMode::kAsync) thread_ = std::thread([this] { SendLoop(); });
   }
 
   ~Impl() {
     {
-      std::lock_guard<std::mutex> hold(mu_);
+      MutexLock hold(&mu_);
       stop_ = true;
     }
     work_.notify_all();
@@ -58,8 +62,8 @@ class Mirror::Impl {
     if (options_.mode == MirrorMode::kSync) return SendNow(write);
 
     const size_t bytes = prepared->encoded_size;
-    std::unique_lock<std::mutex> lock(mu_);
-    auto full = [&] {
+    MutexLock lock(&mu_);
+    auto full = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return queued_writes_ >= options_.max_queued_writes ||
              (queued_writes_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes);
     };
@@ -68,7 +72,7 @@ class Mirror::Impl {
         // An invalidation is worth waiting for; a value is not (a dropped
         // value only costs a later L2 miss).
         room_.wait_until(lock, absl::ToChronoTime(absl::Now() + core_.options().op_timeout),
-                         [&] { return !full() || stop_; });
+                         [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !full() || stop_; });
       }
       if (full()) {
         ++dropped_;
@@ -104,10 +108,11 @@ class Mirror::Impl {
   }
 
   absl::Status Flush(absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     const uint64_t target = accepted_;
-    if (!progress_.wait_until(lock, absl::ToChronoTime(absl::Now() + timeout),
-                              [&] { return finished_ >= target; })) {
+    if (!progress_.wait_until(
+            lock, absl::ToChronoTime(absl::Now() + timeout),
+            [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finished_ >= target; })) {
       return absl::DeadlineExceededError(
           absl::StrFormat("Flush: %d writes still unacknowledged after %s",
                           target - finished_.load(), absl::FormatDuration(timeout)));
@@ -119,7 +124,7 @@ class Mirror::Impl {
   uint64_t finished() const { return finished_.load(std::memory_order_acquire); }
 
   MirrorStats Stats() const {
-    std::lock_guard<std::mutex> hold(mu_);
+    MutexLock hold(&mu_);
     MirrorStats stats;
     stats.queued = accepted_;
     stats.replicated = replicated_;
@@ -170,7 +175,7 @@ class Mirror::Impl {
         break;
     }
     {
-      std::lock_guard<std::mutex> hold(mu_);
+      MutexLock hold(&mu_);
       // Nothing is queued in this mode: every write accepted has finished.
       ++accepted_;
       ++finished_;
@@ -209,13 +214,17 @@ class Mirror::Impl {
       failures += failed[i];
     }
     {
-      std::lock_guard<std::mutex> hold(mu_);
+      MutexLock hold(&mu_);
       failed_ += failures;
       replicated_ += batch.count() - failures;
       // Batches for different servers finish out of order: `finished_` only
       // moves past writes all of whose predecessors have finished too.
       for (uint64_t sequence : batch.sequence) {
-        finished_flags_[sequence - finished_.load(std::memory_order_relaxed) - 1] = true;
+        const uint64_t offset = sequence - finished_.load(std::memory_order_relaxed) - 1;
+        TIERCACHE_ASSERT(sequence > finished_.load(std::memory_order_relaxed) &&
+                             offset < finished_flags_.size() && !finished_flags_[offset],
+                         "a write finished twice, or one never accepted");
+        finished_flags_[offset] = true;
       }
       uint64_t finished = finished_.load(std::memory_order_relaxed);
       while (!finished_flags_.empty() && finished_flags_.front()) {
@@ -223,6 +232,10 @@ class Mirror::Impl {
         ++finished;
       }
       finished_.store(finished, std::memory_order_release);
+      TIERCACHE_ASSERT(
+          finished <= accepted_.load(std::memory_order_relaxed) &&
+              finished_flags_.size() == accepted_.load(std::memory_order_relaxed) - finished,
+          "the finished watermark passed the writes accepted");
     }
     progress_.notify_all();
   }
@@ -236,17 +249,21 @@ class Mirror::Impl {
     while (true) {
       std::optional<Batch> next;
       {
-        std::unique_lock<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         if (queued_writes_ == 0 && in_flight.empty()) {
           sender_idle_ = true;
-          work_.wait(lock, [&] { return stop_ || queued_writes_ > 0; });
+          work_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return stop_ || queued_writes_ > 0;
+          });
           sender_idle_ = false;
           if (queued_writes_ == 0) return;  // stopping, and everything is sent
         }
         if (queued_writes_ > 0 && in_flight.size() < kMaxInFlight) {
-          while (queues_[server].empty()) server = (server + 1) % queues_.size();
+          while (queues_[server].empty()) server = (server + 1) % server_count_;
           next = std::move(queues_[server].front());
           queues_[server].pop_front();
+          TIERCACHE_ASSERT(queued_writes_ >= next->count() && queued_bytes_ >= next->writes.bytes(),
+                           "the queue's counts fell below a batch it holds");
           queued_writes_ -= next->count();
           queued_bytes_ -= next->writes.bytes();
         }
@@ -258,22 +275,28 @@ class Mirror::Impl {
       }
       room_.notify_all();
       in_flight.push_back(SendBatch(*std::move(next)));
-      server = (server + 1) % queues_.size();
+      server = (server + 1) % server_count_;
     }
   }
 
   ClientCore& core_;
   const MirrorOptions options_;
+  const size_t server_count_;
 
-  mutable std::mutex mu_;
-  std::condition_variable work_;           // the queue has writes, or stop
-  std::condition_variable room_;           // the queue has room
-  std::condition_variable progress_;       // `finished_` grew
-  std::vector<std::deque<Batch>> queues_;  // per server; the last batch is being filled
-  size_t queued_writes_ = 0;
-  size_t queued_bytes_ = 0;  // encoded bytes in `queue_`
-  bool stop_ = false;
-  bool sender_idle_ = false;  // the sender waits on `work_`
+  // Guards the queues and the counts below. Invariants, under it:
+  //   queued_writes_ = the writes in `queues_`, queued_bytes_ = their bytes;
+  //   finished_ <= accepted_, and finished_flags_ has one flag per write
+  //   accepted but not yet below the watermark (accepted_ - finished_).
+  mutable common_internal::Mutex mu_;
+  std::condition_variable_any work_;      // the queue has writes, or stop
+  std::condition_variable_any room_;      // the queue has room
+  std::condition_variable_any progress_;  // `finished_` grew
+  // Per server; the last batch of each is being filled.
+  std::vector<std::deque<Batch>> queues_ ABSL_GUARDED_BY(mu_);
+  size_t queued_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // encoded bytes in `queues_`
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool sender_idle_ ABSL_GUARDED_BY(mu_) = false;  // the sender waits on `work_`
   // Atomic so that accepted_writes()/finished_writes() read them without the
   // lock; written under it.
   // The n-th write accepted has sequence number n.
@@ -281,10 +304,11 @@ class Mirror::Impl {
   // Every write with a sequence number <= this has been acknowledged or has
   // failed (a watermark, not a count).
   std::atomic<uint64_t> finished_{0};
-  std::deque<bool> finished_flags_;  // writes finished_ + 1 .. accepted_: done yet?
-  uint64_t replicated_ = 0;
-  uint64_t failed_ = 0;
-  uint64_t dropped_ = 0;
+  // Writes finished_ + 1 .. accepted_: done yet?
+  std::deque<bool> finished_flags_ ABSL_GUARDED_BY(mu_);
+  uint64_t replicated_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

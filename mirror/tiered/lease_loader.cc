@@ -7,12 +7,15 @@
 
 namespace tiercache::mirror_internal {
 
-absl::StatusOr<std::string> LeaseLoader::CallLoader(std::string_view key, const Loader& loader) {
+absl::StatusOr<std::string> LeaseLoader::CallLoader(std::string_view key, const Loader& loader,
+                                                    const WriteOptions& options) {
   TieredCounters& counters = tiers_.counters();
   TieredCounters::Bump(counters.loads);
   absl::StatusOr<std::string> loaded = loader(key);
   if (loaded.ok()) {
-    if (absl::Status fits = tiers_.CheckLoaded(key, *loaded); !fits.ok()) loaded = fits;
+    if (absl::Status fits = tiers_.CheckLoaded(key, *loaded, options.ttl); !fits.ok()) {
+      loaded = fits;
+    }
   }
   if (!loaded.ok()) TieredCounters::Bump(counters.load_failures);
   return loaded;
@@ -66,7 +69,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
       // L2 cannot help (down, or no lease given): load, and let the mirror
       // try to share the value.
       if (r.ok()) TieredCounters::Bump(counters.l2_misses);
-      absl::StatusOr<std::string> loaded = CallLoader(key, loader);
+      absl::StatusOr<std::string> loaded = CallLoader(key, loader, options);
       if (loaded.ok()) (void)tiers_.WriteThrough(key, *loaded, options);
       return loaded;
     }
@@ -74,7 +77,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
     if (!r->IsLeaseStub()) {
       if (r->won) {  // early refresh: this replica reloads, others serve
         TieredCounters::Bump(counters.refreshes);
-        absl::StatusOr<std::string> loaded = CallLoader(key, loader);
+        absl::StatusOr<std::string> loaded = CallLoader(key, loader, options);
         if (loaded.ok()) {
           StoreOver(key, *loaded, options, cas, replacing);
           return loaded;
@@ -96,7 +99,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
       if (warm_up) {
         if (std::optional<std::string> warm = warm_up_.FromOldPool(key, cas)) return *warm;
       }
-      absl::StatusOr<std::string> loaded = CallLoader(key, loader);
+      absl::StatusOr<std::string> loaded = CallLoader(key, loader, options);
       if (loaded.ok()) {
         StoreOver(key, *loaded, options, cas, replacing);
       } else {
@@ -113,7 +116,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
     const absl::Time now = clock.Now();
     if (now >= give_up) {
       TieredCounters::Bump(counters.lease_timeouts);
-      absl::StatusOr<std::string> loaded = CallLoader(key, loader);
+      absl::StatusOr<std::string> loaded = CallLoader(key, loader, options);
       // Replaces the stub only: the lease holder may have stored by now.
       if (loaded.ok()) StoreOver(key, *loaded, options, cas, replacing);
       return loaded;

@@ -43,9 +43,9 @@ class LeaseLoader {
                                    Copy* current, bool warm_up);
 
   // Calls the loader and checks that both tiers can hold its value.
-  absl::StatusOr<std::string> CallLoader(std::string_view key, const Loader& loader);
+  absl::StatusOr<std::string> CallLoader(std::string_view key, const Loader& loader,
+                                         const WriteOptions& options);
 
- private:
   // Stores a loaded value over the item (or stub) whose CAS is `cas`, and
   // fills L1 (replacing `replacing`, if set) when memcached took it.
   void StoreOver(std::string_view key, std::string_view value, const WriteOptions& options,
@@ -54,6 +54,7 @@ class LeaseLoader {
   // wait out the lease (the next one to ask wins a new lease and loads).
   void ReleaseLease(std::string_view key, uint64_t cas);
 
+ private:
   Tiers& tiers_;
   WarmUp& warm_up_;
 };

@@ -21,6 +21,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_format.h"
 #include "single_flight.h"
+#include "tiered/bulk_reader.h"
 #include "tiered/copy.h"
 #include "tiered/l2_tier.h"
 #include "tiered/lease_loader.h"
@@ -31,6 +32,7 @@
 
 namespace tiercache {
 
+using mirror_internal::BulkReader;
 using mirror_internal::Copy;
 using mirror_internal::CopyFill;
 using mirror_internal::CopyHeader;
@@ -59,7 +61,8 @@ class TieredCache::Impl {
         tiers_(options_, *l1_, *l2_, clock),
         revalidator_(tiers_),
         warm_up_(tiers_),
-        lease_loader_(tiers_, warm_up_) {}
+        lease_loader_(tiers_, warm_up_),
+        bulk_reader_(tiers_, warm_up_, lease_loader_) {}
 
   // --- Reads ---------------------------------------------------------------
 
@@ -86,6 +89,15 @@ class TieredCache::Impl {
     return flights.Do(key,
                       absl::Hash<absl::string_view>{}(absl::string_view(key.data(), key.size())),
                       [&] { return Resolve(key, loader, options, load); });
+  }
+
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> GetMany(
+      absl::Span<const std::string_view> keys, const BulkLoader* loader,
+      const WriteOptions& options) {
+    for (std::string_view key : keys) {
+      if (absl::Status s = tiers_.CheckKey(key); !s.ok()) return s;
+    }
+    return bulk_reader_.GetMany(keys, loader, options);
   }
 
   absl::StatusOr<std::optional<Item>> GetItem(std::string_view key) {
@@ -261,6 +273,7 @@ class TieredCache::Impl {
   Revalidator revalidator_;
   WarmUp warm_up_;
   LeaseLoader lease_loader_;
+  BulkReader bulk_reader_;
   common_internal::SingleFlight reads_;
   common_internal::SingleFlight loads_;
 };
@@ -357,6 +370,17 @@ absl::StatusOr<std::string> TieredCache::GetOrLoad(std::string_view key, Loader 
                         absl::FormatDuration(load.refresh_ahead)));
   }
   return impl_->Lookup(key, &loader, options, load);
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, std::string>> TieredCache::GetMany(
+    absl::Span<const std::string_view> keys) {
+  return impl_->GetMany(keys, nullptr, {});
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, std::string>> TieredCache::GetOrLoadMany(
+    absl::Span<const std::string_view> keys, BulkLoader loader, WriteOptions options) {
+  if (absl::Status s = impl_->CheckTtl(options); !s.ok()) return s;
+  return impl_->GetMany(keys, &loader, options);
 }
 
 absl::Status TieredCache::Set(std::string_view key, std::string_view value, WriteOptions options) {

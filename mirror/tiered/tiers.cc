@@ -59,10 +59,11 @@ absl::Status Tiers::CheckWrite(std::string_view key, std::string_view value,
   return l2_.CheckWrite(key, value.size(), options.ttl);
 }
 
-absl::Status Tiers::CheckLoaded(std::string_view key, std::string_view value) const {
+absl::Status Tiers::CheckLoaded(std::string_view key, std::string_view value,
+                                std::optional<absl::Duration> ttl) const {
   // Too large for either tier: an error, as Cache::GetOrLoad makes it.
   absl::Status fits = common_internal::CheckValueSize(value.size(), options_.l1.max_value_size);
-  if (fits.ok()) fits = l2_.CheckWrite(key, value.size(), std::nullopt);
+  if (fits.ok()) fits = l2_.CheckWrite(key, value.size(), ttl);
   if (fits.ok()) return fits;
   return absl::Status(
       fits.code(), absl::StrFormat("the loader's value for '%s' cannot be cached: %s", KeyText(key),
@@ -78,13 +79,16 @@ bool Tiers::Servable(const CopyHeader& header) const {
 }
 
 void Tiers::Fill(std::string_view key, const CopyFill& fill) {
-  // Only WriteThrough makes pending copies: a fill is a copy of what L2 holds.
-  TIERCACHE_ASSERT(!fill.header.pending(), "an L1 fill from L2 marked as a pending write");
   const absl::Duration ttl =
       std::min(fill.l2_remaining, fill.write_ttl.value_or(l1_.options().default_ttl));
   if (ttl <= absl::ZeroDuration()) return;
   // A value L1 cannot hold is still the answer; L1 just does not keep it.
-  const std::string entry = EncodeCopy(fill.header, fill.value);
+  // Only WriteThrough makes pending copies: a fill is a copy of what L2
+  // holds. A CAS from memcached with its top bit set would read as pending:
+  // keep it as "unknown" (revalidated by value) instead.
+  CopyHeader header = fill.header;
+  if (header.pending()) header.version = 0;
+  const std::string entry = EncodeCopy(header, fill.value);
   if (fill.replacing.has_value()) {
     (void)l1_.CompareAndSwap(key, entry, *fill.replacing, {ttl, fill.flags});
   } else {

@@ -108,8 +108,10 @@ class Tiers {
   absl::Status CheckKey(std::string_view key) const;
   absl::Status CheckWrite(std::string_view key, std::string_view value,
                           const WriteOptions& options) const;
-  // A loaded value both tiers can hold, or an error naming the key.
-  absl::Status CheckLoaded(std::string_view key, std::string_view value) const;
+  // A loaded value both tiers can hold (with the write's `ttl`), or an error
+  // naming the key.
+  absl::Status CheckLoaded(std::string_view key, std::string_view value,
+                           std::optional<absl::Duration> ttl) const;
 
   // --- L1 copies -------------------------------------------------------------
   // Served without asking L2: checked recently enough, or its own write is

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "event.h"
 #include "gmock/gmock.h"
@@ -516,6 +517,73 @@ TEST_F(TieredCacheTest, DuringAnOutageL1ServesAndTheLoaderAnswers) {
   EXPECT_EQ(stats.l2_errors, 5u);
   EXPECT_EQ(stats.mirror.failed, 1u);
   EXPECT_EQ(reported.load(), 6);
+}
+
+TEST_F(TieredCacheTest, GetManyReadsL1ThenOnePipelinedRoundTrip) {
+  auto a = Make(Options(&clock_a_));
+  auto b = Make(Options(&clock_b_));
+  for (const char* key : {"m1", "m2", "m3"}) ASSERT_TRUE(a->Set(key, absl::StrCat("v", key)).ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  ASSERT_THAT(b->Get("m1"), Optional(std::string("vm1")));
+  const std::vector<std::string_view> keys = {"m1", "m2", "m3", "absent"};
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got = b->GetMany(keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{
+                      {"m1", "vm1"}, {"m2", "vm2"}, {"m3", "vm3"}}));
+  TieredStats stats = b->Stats();
+  EXPECT_EQ(stats.l1_hits, 1u);
+  EXPECT_EQ(stats.l2_hits, 3u);  // m1 by Get, m2 and m3 by GetMany
+  EXPECT_EQ(stats.l2_misses, 1u);
+  // A change reaches b's copies through the batch's revalidation.
+  ASSERT_TRUE(a->Set("m2", "changed").ok());
+  ASSERT_TRUE(a->Flush(absl::Seconds(5)).ok());
+  clock_b_.Advance(absl::Seconds(1));
+  got = b->GetMany(keys);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->at("m2"), "changed");
+  EXPECT_EQ(b->Stats().revalidated_changed, 1u);
+  EXPECT_EQ(b->Stats().revalidated_unchanged, 2u);
+}
+
+// Two replicas, two threads each, ask for the same 40 keys at once: every key
+// is loaded exactly once in all (the leases), in few loader calls.
+TEST_F(TieredCacheTest, GetOrLoadManyLoadsEachKeyOnceAcrossReplicas) {
+  std::vector<std::unique_ptr<TieredCache>> replicas;
+  replicas.push_back(Make(Options()));
+  replicas.push_back(Make(Options()));
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) names.push_back(absl::StrCat("bulk:", i));
+  const std::vector<std::string_view> keys(names.begin(), names.end());
+  std::mutex mu;
+  absl::flat_hash_map<std::string, int> loaded;  // key -> loads
+  int calls = 0;
+  auto loader = [&](absl::Span<const std::string_view> asked)
+      -> absl::StatusOr<absl::flat_hash_map<std::string, std::string>> {
+    absl::SleepFor(absl::Milliseconds(50));  // a slow query
+    absl::flat_hash_map<std::string, std::string> values;
+    std::lock_guard<std::mutex> hold(mu);
+    ++calls;
+    for (std::string_view key : asked) {
+      ++loaded[std::string(key)];
+      values[std::string(key)] = "row " + std::string(key);
+    }
+    return values;
+  };
+  std::vector<std::thread> threads;
+  std::atomic<int> complete{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got =
+          replicas[t % 2]->GetOrLoadMany(keys, loader);
+      if (got.ok() && got->size() == keys.size() && got->at("bulk:7") == "row bulk:7") ++complete;
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(complete.load(), 4);
+  EXPECT_EQ(loaded.size(), 40u);
+  for (const auto& [key, loads] : loaded) EXPECT_EQ(loads, 1) << key;
+  EXPECT_LE(calls, 4);
+  EXPECT_EQ(replicas[0]->Stats().lease_timeouts + replicas[1]->Stats().lease_timeouts, 0u);
 }
 
 }  // namespace

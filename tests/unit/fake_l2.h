@@ -90,7 +90,7 @@ class FakeMemcached {
     if (item == nullptr) {
       if (!options.lease_ttl.has_value()) return fetched;  // EN
       Item& stub = items_[std::string(key)];
-      stub = Item{"", 0, ++next_cas_, now + *options.lease_ttl, true, true};
+      stub = Item{"", 0, ++next_cas_, now + WholeSeconds(*options.lease_ttl), true, true};
       fetched.found = true;
       fetched.cas = stub.cas;
       fetched.remaining = Remaining(stub, now);
@@ -102,15 +102,14 @@ class FakeMemcached {
     fetched.cas = item->cas;
     fetched.remaining = Remaining(*item, now);
     if (options.value) fetched.value = item->value;
-    if (item->stub) {
+    // Once W was handed out (a lease, or a recache), every later reader gets
+    // Z, whatever it asked, until a store replaces the item.
+    if (item->win_given) {
       fetched.lost = true;
-    } else if (options.recache_below.has_value() && fetched.remaining < *options.recache_below) {
-      if (item->win_given) {
-        fetched.lost = true;
-      } else {
-        item->win_given = true;
-        fetched.won = true;
-      }
+    } else if (options.recache_below.has_value() &&
+               fetched.remaining < WholeSeconds(*options.recache_below)) {
+      item->win_given = true;
+      fetched.won = true;
     }
     return fetched;
   }
@@ -157,6 +156,8 @@ class FakeMemcached {
 
  private:
   static absl::Status Down() { return absl::UnavailableError("fake memcached is down"); }
+  // memcached's tokens are whole seconds (ClientCore rounds up).
+  static absl::Duration WholeSeconds(absl::Duration d) { return absl::Ceil(d, absl::Seconds(1)); }
   // memcached reports whole seconds left; -1 (here: infinite) for no expiry.
   static absl::Duration Remaining(const Item& item, absl::Time now) {
     if (item.expiry == absl::InfiniteFuture()) return absl::InfiniteDuration();

@@ -5,11 +5,15 @@
 // memcached, no sleeps, exact outcomes. The same paths against a real
 // memcached are in tests/integration/tiered_cache_test.cc.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "fake_l2.h"
 #include "gtest/gtest.h"
 #include "status_matchers.h"
@@ -43,7 +47,10 @@ class TieredStateTest : public ::testing::Test {
     EXPECT_TRUE(cache.ok()) << cache.status();
     return *std::move(cache);
   }
-  static Loader Counting(int* calls, std::string value) {
+  // A loader (kept alive by the caller's full expression: Loader is a
+  // FunctionRef, so the callable must outlive the call).
+  static std::function<absl::StatusOr<std::string>(std::string_view)> Counting(int* calls,
+                                                                               std::string value) {
     return [calls, value](std::string_view) -> absl::StatusOr<std::string> {
       ++*calls;
       return value;
@@ -217,7 +224,7 @@ TEST_F(TieredStateTest, AHolderThatDiedLosesItsLeaseAfterLeaseTtl) {
 
 TEST_F(TieredStateTest, AFailedLoadReleasesTheLease) {
   auto cache = Replica();
-  Loader failing = [](std::string_view) -> absl::StatusOr<std::string> {
+  auto failing = [](std::string_view) -> absl::StatusOr<std::string> {
     return absl::UnavailableError("database down");
   };
   EXPECT_TRUE(absl::IsUnavailable(cache->GetOrLoad("k", failing).status()));
@@ -286,12 +293,18 @@ TEST_F(TieredStateTest, AMissIsAnsweredByTheOldPoolAndCopiedToTheNewOne) {
   ASSERT_TRUE(item.has_value());
   EXPECT_EQ(item->value, "old");
   EXPECT_EQ(item->flags, 7u);
-  // Get (no loader) adds, never overwriting newer data in the new pool.
+  // Get (no loader) adds: the new pool keeps data written there while the
+  // old pool was being read, and the answer is not kept in L1.
   old_pool_.Put("j", "old j");
-  memcached_.Put("j", "new j");
-  memcached_.Erase("j");
+  old_pool_.on_fetch = [&] { memcached_.Put("j", "newer j"); };
   EXPECT_EQ(cache->Get("j"), "old j");
-  EXPECT_EQ(memcached_.Peek("j")->value, "old j");
+  EXPECT_EQ(memcached_.Peek("j")->value, "newer j");
+  EXPECT_EQ(cache->GetL1Copy("j"), std::nullopt);
+  old_pool_.on_fetch = nullptr;
+  // With no newer data the old value is added to the new pool.
+  old_pool_.Put("i", "old i");
+  EXPECT_EQ(cache->Get("i"), "old i");
+  EXPECT_EQ(memcached_.Peek("i")->value, "old i");
 }
 
 // --- Outages and the replica's own writes -------------------------------------
@@ -335,8 +348,11 @@ TEST_F(TieredStateTest, DeleteLetsQueuedWritesLandFirst) {
   l2->HoldReplication(true);
   ASSERT_TRUE(cache->Set("k", "v").ok());
   ASSERT_TRUE(cache->Delete("k").ok());
-  // The queued set reached memcached before the delete, not after it.
+  // The queued set reached memcached before the delete, not after it: once
+  // the queue may run again, nothing is left in it to land afterwards.
+  l2->HoldReplication(false);
   EXPECT_EQ(memcached_.Peek("k"), std::nullopt);
+  EXPECT_EQ(cache->Stats().mirror.queue_depth, 0u);
   EXPECT_EQ(cache->GetL1Copy("k"), std::nullopt);
   memcached_.SetDown(true);
   EXPECT_TRUE(absl::IsUnavailable(cache->Delete("k")));
@@ -364,6 +380,171 @@ TEST_F(TieredStateTest, GetItemMeasuresExpiryOnTheInjectedClock) {
   absl::StatusOr<std::optional<Item>> item = cache->GetItem("k");
   ASSERT_TRUE(item.ok() && item->has_value());
   EXPECT_EQ((*item)->expiry, clock_.Now() + absl::Seconds(30));
+}
+
+// --- Bulk reads ----------------------------------------------------------------
+
+// A loader of many keys that counts its calls and the keys it was asked for.
+struct BulkCounter {
+  int calls = 0;
+  std::vector<std::string> asked;
+  absl::flat_hash_set<std::string> absent;  // keys it has no value for
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> operator()(
+      absl::Span<const std::string_view> keys) {
+    ++calls;
+    absl::flat_hash_map<std::string, std::string> values;
+    for (std::string_view key : keys) {
+      asked.emplace_back(key);
+      if (!absent.contains(std::string(key))) values[std::string(key)] = "db:" + std::string(key);
+    }
+    return values;
+  }
+};
+
+TEST_F(TieredStateTest, GetManyAnswersFromL1ThenOneL2RoundTripForTheRest) {
+  auto cache = Replica();
+  memcached_.Put("a", "A");
+  memcached_.Put("b", "B");
+  ASSERT_EQ(cache->Get("a"), "A");  // a is in L1 now
+  const int fetches = memcached_.fetches();
+  const std::vector<std::string_view> keys = {"a", "b", "c", "b"};
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got = cache->GetMany(keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{{"a", "A"}, {"b", "B"}}));
+  EXPECT_EQ(memcached_.fetches(), fetches + 2);  // b and c (b asked once)
+  EXPECT_EQ(cache->GetL1Copy("b"), "B");
+  TieredStats stats = cache->Stats();
+  EXPECT_EQ(stats.l1_hits, 1u);
+  EXPECT_EQ(stats.l2_hits, 2u);
+  EXPECT_EQ(stats.l2_misses, 1u);
+}
+
+TEST_F(TieredStateTest, GetManyRevalidatesStaleCopiesInTheSameRoundTrip) {
+  auto cache = Replica();
+  memcached_.Put("same", "1");
+  memcached_.Put("changed", "1");
+  memcached_.Put("gone", "1");
+  const std::vector<std::string_view> keys = {"same", "changed", "gone"};
+  ASSERT_EQ(cache->GetMany(keys)->size(), 3u);
+  memcached_.Put("changed", "2");
+  memcached_.Erase("gone");
+  clock_.Advance(absl::Seconds(1));
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got = cache->GetMany(keys);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{{"same", "1"}, {"changed", "2"}}));
+  TieredStats stats = cache->Stats();
+  EXPECT_EQ(stats.revalidations, 3u);
+  EXPECT_EQ(stats.revalidated_unchanged, 1u);
+  EXPECT_EQ(stats.revalidated_changed, 1u);
+  EXPECT_EQ(stats.revalidated_gone, 1u);
+  EXPECT_EQ(cache->GetL1Copy("gone"), std::nullopt);
+  // The unchanged and changed copies are fresh again.
+  const int fetches = memcached_.fetches();
+  EXPECT_EQ(cache->GetMany(keys)->size(), 2u);
+  EXPECT_EQ(memcached_.fetches(), fetches + 1);  // only "gone" is asked again
+}
+
+TEST_F(TieredStateTest, GetManyServesStaleCopiesWhenL2IsDown) {
+  auto cache = Replica();
+  memcached_.Put("a", "A");
+  ASSERT_EQ(cache->Get("a"), "A");
+  memcached_.SetDown(true);
+  clock_.Advance(absl::Seconds(5));
+  const std::vector<std::string_view> keys = {"a", "b"};
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got = cache->GetMany(keys);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{{"a", "A"}}));
+  EXPECT_EQ(cache->Stats().l2_errors, 1u);
+}
+
+TEST_F(TieredStateTest, GetManyRefusesABadKeyBeforeAskingAnything) {
+  auto cache = Replica();
+  const std::string long_key(300, 'k');
+  const std::vector<std::string_view> keys = {"a", long_key};
+  EXPECT_TRUE(absl::IsInvalidArgument(cache->GetMany(keys).status()));
+  EXPECT_EQ(memcached_.fetches(), 0);
+}
+
+TEST_F(TieredStateTest, GetOrLoadManyLoadsTheMissingKeysInOneCall) {
+  auto cache = Replica();
+  memcached_.Put("a", "A");
+  BulkCounter loader;
+  loader.absent = {"nowhere"};
+  const std::vector<std::string_view> keys = {"a", "b", "c", "nowhere"};
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got =
+      cache->GetOrLoadMany(keys, std::ref(loader));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{
+                      {"a", "A"}, {"b", "db:b"}, {"c", "db:c"}}));
+  EXPECT_EQ(loader.calls, 1);
+  EXPECT_EQ(loader.asked, (std::vector<std::string>{"b", "c", "nowhere"}));
+  EXPECT_EQ(cache->Stats().lease_wins, 3u);
+  // Stored over the stubs; the key the loader has no value for left no stub.
+  EXPECT_EQ(memcached_.Peek("b")->value, "db:b");
+  EXPECT_FALSE(memcached_.Peek("b")->stub);
+  EXPECT_EQ(memcached_.Peek("nowhere"), std::nullopt);
+  // Another replica finds them all in L2.
+  auto other = Replica();
+  BulkCounter second;
+  EXPECT_EQ(other->GetOrLoadMany({"b", "c"}, std::ref(second))->size(), 2u);
+  EXPECT_EQ(second.calls, 0);
+}
+
+TEST_F(TieredStateTest, GetOrLoadManyWaitsForKeysAnotherReplicaIsLoading) {
+  auto cache = Replica();
+  // Another replica holds the leases of x and y; it stores x after a while
+  // and never stores y.
+  for (std::string_view key : {"x", "y"}) {
+    ASSERT_TRUE(
+        memcached_
+            .Fetch(key,
+                   {.value = true, .lease_ttl = absl::Seconds(30), .recache_below = std::nullopt})
+            ->won);
+  }
+  int polls = 0;
+  memcached_.on_fetch = [&] {
+    if (++polls == 6) memcached_.Put("x", "from the holder");
+  };
+  BulkCounter loader;
+  const absl::Time start = clock_.Now();
+  const std::vector<std::string_view> keys = {"x", "y", "z"};
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> got =
+      cache->GetOrLoadMany(keys, std::ref(loader));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, (absl::flat_hash_map<std::string, std::string>{
+                      {"x", "from the holder"}, {"y", "db:y"}, {"z", "db:z"}}));
+  // z at once; y after lease_wait, in a second call.
+  EXPECT_EQ(loader.calls, 2);
+  EXPECT_EQ(loader.asked, (std::vector<std::string>{"z", "y"}));
+  EXPECT_EQ(clock_.Now() - start, absl::Seconds(2));
+  TieredStats stats = cache->Stats();
+  EXPECT_EQ(stats.lease_waits, 2u);
+  EXPECT_EQ(stats.lease_timeouts, 1u);
+  EXPECT_EQ(memcached_.Peek("y")->value, "db:y");  // stored over the dead holder's stub
+}
+
+TEST_F(TieredStateTest, AFailedBulkLoadReleasesEveryLease) {
+  auto cache = Replica();
+  const std::vector<std::string_view> keys = {"a", "b"};
+  auto failing = [](absl::Span<const std::string_view>)
+      -> absl::StatusOr<absl::flat_hash_map<std::string, std::string>> {
+    return absl::UnavailableError("database down");
+  };
+  EXPECT_TRUE(absl::IsUnavailable(cache->GetOrLoadMany(keys, failing).status()));
+  EXPECT_EQ(memcached_.Peek("a"), std::nullopt);
+  EXPECT_EQ(memcached_.Peek("b"), std::nullopt);
+  EXPECT_EQ(cache->Stats().load_failures, 1u);
+}
+
+TEST_F(TieredStateTest, GetOrLoadManyLoadsEverythingMissingWhenL2IsDown) {
+  auto cache = Replica();
+  memcached_.SetDown(true);
+  BulkCounter loader;
+  const std::vector<std::string_view> keys = {"a", "b"};
+  EXPECT_EQ(cache->GetOrLoadMany(keys, std::ref(loader))->size(), 2u);
+  EXPECT_EQ(loader.calls, 1);
+  EXPECT_EQ(cache->GetL1Copy("a"), "db:a");
+  EXPECT_EQ(cache->Stats().mirror.failed, 2u);  // replication failed too
 }
 
 }  // namespace

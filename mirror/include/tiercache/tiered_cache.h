@@ -57,9 +57,12 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "tiercache/cache.h"
 #include "tiercache/memcached.h"
 #include "tiercache/mirror.h"
@@ -71,7 +74,10 @@ struct TieredOptions {
   // written (a copy rewritten after a revalidation shows up as kReplaced);
   // its `max_value_size` bounds the values of every write. Its `clock` also
   // measures max_staleness (the real clock by default: wall time, so a step
-  // backwards lengthens a copy's life by the step).
+  // backwards lengthens a copy's life by the step) and paces the polls of a
+  // lease wait (on a FakeClock each poll's wait advances it: waiting for
+  // another replica's load takes no real time, and lease_wait runs out on
+  // the fake clock).
   CacheOptions l1;
   // The shared L2.
   MemcachedOptions l2;
@@ -87,7 +93,7 @@ struct TieredOptions {
   std::vector<std::string> fallback_servers;
   // The lifetime of the lease a loading replica holds in memcached: how long
   // a replica that died mid-load can keep others from winning a new lease.
-  // Whole seconds, >= 1.
+  // >= 1 s; memcached counts whole seconds, so it is rounded up.
   absl::Duration lease_ttl = absl::Seconds(30);
   // How long a replica waits for another replica's load before it loads
   // itself. Bounds every GetOrLoad's wait (plus its own L2 calls and loader).
@@ -105,6 +111,12 @@ struct LoadOptions {
   // Whole seconds (memcached's clock), at most 30 days.
   absl::Duration refresh_ahead = absl::ZeroDuration();
 };
+
+// The loader of GetOrLoadMany: the values of `keys`, by key. A key it leaves
+// out has no value (it is neither cached nor in the result); an error fails
+// the whole call.
+using BulkLoader = absl::FunctionRef<absl::StatusOr<absl::flat_hash_map<std::string, std::string>>(
+    absl::Span<const std::string_view> keys)>;
 
 struct TieredStats {
   CacheStats l1;               // this process's L1 (its hits include revalidated copies)
@@ -153,6 +165,25 @@ class TieredCache {
   // reaches every caller waiting for it and is not cached.
   absl::StatusOr<std::string> GetOrLoad(std::string_view key, Loader loader,
                                         WriteOptions options = {}, LoadOptions load = {});
+
+  // The values of `keys` that either tier has, by key: L1 first, then one
+  // pipelined L2 round trip per server for the rest (stale L1 copies among
+  // them are revalidated by value in that same round trip), then the old
+  // pool key by key. Keys neither tier has are absent. When L2 cannot answer,
+  // stale copies are served and the rest are absent (counted in l2_errors).
+  // InvalidArgument for a bad key, before anything is asked.
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> GetMany(
+      absl::Span<const std::string_view> keys);
+
+  // GetMany, then one `loader` call for the keys missing from both tiers, each
+  // loaded once across replicas: the L2 round trip takes a lease per missing
+  // key (`mg ... N`). Keys whose lease another replica holds are polled, in
+  // one round trip per poll, until their values appear; any still missing
+  // after `lease_wait` (or whose holder died) are loaded in a second loader
+  // call. Loaded values fill both tiers. A loader error fails the call and
+  // releases the leases. Keys the loader does not return are absent.
+  absl::StatusOr<absl::flat_hash_map<std::string, std::string>> GetOrLoadMany(
+      absl::Span<const std::string_view> keys, BulkLoader loader, WriteOptions options = {});
 
   // Writes L1 and replicates to L2. kAsync: OK once queued (ResourceExhausted
   // if the queue is full); kSync: OK once memcached stored it (its error
