@@ -294,7 +294,7 @@ void Connection::DispatchLocked() {
                   Retry::kAtOnce);
       return;
     }
-    if (response.request != Response::kEndOfBatch) {
+    if (response.request != Response::kEndOfBatch && response.request != Response::kEndOfList) {
       exchange.responses.push_back(std::move(response));
     }
     if (*progress == RequestBatch::Progress::kComplete) CompleteFrontLocked(absl::OkStatus());

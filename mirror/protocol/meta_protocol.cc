@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "validate.h"
 
 namespace tiercache::mirror_internal {
 namespace {
@@ -256,6 +257,58 @@ std::optional<Response::Code> ErrorCode(std::string_view token) {
   return std::nullopt;
 }
 
+// The data block after a value's line: `size` bytes and \r\n. nullopt until
+// it has all arrived.
+absl::StatusOr<std::optional<std::string_view>> DataBlock(std::string_view pending,
+                                                          size_t line_size, size_t size,
+                                                          std::string_view line) {
+  const std::string_view block = pending.substr(line_size);
+  if (block.size() < 2 || block.size() - 2 < size) return std::nullopt;
+  const std::string_view terminator = block.substr(size, 2);
+  if (terminator != "\r\n") {
+    return absl::DataLossError(absl::StrCat("malformed memcached response: the ", size,
+                                            "-byte value of line ", Quote(line), " ends in ",
+                                            Quote(terminator), ", not \\r\\n"));
+  }
+  return block.substr(0, size);
+}
+
+// VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n (a classic gets' hit).
+absl::StatusOr<std::optional<Parsed>> ParseClassicValue(const Tokens& tokens, std::string_view line,
+                                                        std::string_view pending,
+                                                        size_t max_value_size) {
+  if (tokens.size() != 4 && tokens.size() != 5) {
+    return Malformed("VALUE without key, flags and length (and at most a CAS) in line", line);
+  }
+  Parsed parsed;
+  Response& response = parsed.response;
+  response.code = Response::Code::kClassicValue;
+  if (tokens[1].size() > kMaxWireKey) return Malformed("VALUE key over 250 bytes in line", line);
+  response.key.assign(tokens[1].data(), tokens[1].size());
+  response.client_flags = ParseNumber<uint32_t>(tokens[2]);
+  if (!response.client_flags.has_value())
+    return Malformed("VALUE flags not a number in line", line);
+  const std::optional<uint64_t> length = ParseNumber<uint64_t>(tokens[3]);
+  if (!length.has_value()) return Malformed("VALUE length not a number in line", line);
+  if (*length > max_value_size) {
+    return Malformed(absl::StrCat("VALUE length ", *length, " exceeds the limit of ",
+                                  max_value_size, " bytes in line"),
+                     line);
+  }
+  if (tokens.size() == 5) {
+    response.cas = ParseNumber<uint64_t>(tokens[4]);
+    if (!response.cas.has_value()) return Malformed("VALUE CAS not a number in line", line);
+  }
+  const size_t line_size = line.size() + 2;
+  absl::StatusOr<std::optional<std::string_view>> data =
+      DataBlock(pending, line_size, static_cast<size_t>(*length), line);
+  if (!data.ok()) return data.status();
+  if (!data->has_value()) return std::nullopt;
+  response.value = std::string(**data);
+  parsed.size = line_size + response.value.size() + 2;
+  return parsed;
+}
+
 // The next response at the start of `pending`, nullopt if it is incomplete.
 absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t max_value_size) {
   absl::StatusOr<std::optional<std::string_view>> first_line = FirstLine(pending);
@@ -279,6 +332,14 @@ absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t 
     parsed.size = line_size;
     return parsed;
   }
+
+  if (code == "END") {
+    if (tokens.size() != 1) return Malformed("END with more in line", line);
+    response.code = Response::Code::kEnd;
+    parsed.size = line_size;
+    return parsed;
+  }
+  if (code == "VALUE") return ParseClassicValue(tokens, line, pending, max_value_size);
 
   std::optional<Response::Code> meta = MetaCode(code);
   if (!meta.has_value()) return Malformed("unknown response code in line", line);
@@ -306,15 +367,11 @@ absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t 
     return status;
   }
   const size_t value_size = static_cast<size_t>(*length);
-  const std::string_view block = pending.substr(line_size);
-  if (block.size() < 2 || block.size() - 2 < value_size) return std::nullopt;
-  const std::string_view terminator = block.substr(value_size, 2);
-  if (terminator != "\r\n") {
-    return absl::DataLossError(absl::StrCat("malformed memcached response: the ", value_size,
-                                            "-byte value of line ", Quote(line), " ends in ",
-                                            Quote(terminator), ", not \\r\\n"));
-  }
-  response.value = std::string(block.substr(0, value_size));
+  absl::StatusOr<std::optional<std::string_view>> data =
+      DataBlock(pending, line_size, value_size, line);
+  if (!data.ok()) return data.status();
+  if (!data->has_value()) return std::nullopt;
+  response.value = std::string(**data);
   parsed.size = line_size + value_size + 2;
   return parsed;
 }
@@ -349,11 +406,7 @@ absl::StatusOr<WireKey> EncodeKey(std::string_view prefix, std::string_view key)
 
 absl::StatusOr<int64_t> EncodeTtl(absl::Duration ttl, absl::Time now) {
   if (ttl == absl::InfiniteDuration()) return 0;
-  if (ttl <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ttl is ", absl::FormatDuration(ttl),
-                     "; it must be positive (InfiniteDuration: never expire)"));
-  }
+  if (absl::Status s = common_internal::CheckTtl(ttl); !s.ok()) return s;
   // The server clock ticks in whole seconds; rounding down could turn 500ms
   // into 0, which means "never expire".
   const int64_t seconds = absl::ToInt64Seconds(absl::Ceil(ttl, absl::Seconds(1)));
@@ -391,17 +444,32 @@ void EncodeSet(const WireKey& key, const SetRequest& request, const RequestTag& 
   out->push_back(' ');
   AppendNumber(request.value.size(), out);
   AppendBase64Flag(key, out);
-  AppendFlag('F', request.client_flags, out);
-  AppendFlag('T', request.ttl, out);
-  AppendFlag('M', out);
-  out->push_back(static_cast<char>(request.mode));
+  // memcached's defaults (flags 0, TTL 0 = never expires, mode set) are not
+  // spelled out: every token is parsed by the server, and a replicated write
+  // is mostly tokens.
+  if (request.client_flags != 0) AppendFlag('F', request.client_flags, out);
+  if (request.ttl != 0) AppendFlag('T', request.ttl, out);
+  if (request.mode != StoreMode::kSet) {
+    AppendFlag('M', out);
+    out->push_back(static_cast<char>(request.mode));
+  }
   if (request.compare_cas.has_value()) AppendFlag('C', *request.compare_cas, out);
   if (request.invalidate) AppendFlag('I', out);
-  // The new CAS lets the caller keep its L1 copy revalidatable.
-  AppendFlag('c', out);
+  // The new CAS lets the caller keep its L1 copy revalidatable. A quiet store
+  // answers only its failures, which carry no CAS: no `c`.
+  if (!tag.quiet) AppendFlag('c', out);
   AppendTagAndEnd(tag, out);
   // The data block is length-delimited: its bytes are sent as they are.
   out->append(request.value);
+  out->append("\r\n");
+}
+
+void EncodeMultiGet(absl::Span<const WireKey> keys, std::string* out) {
+  out->append("gets");
+  for (const WireKey& key : keys) {
+    out->push_back(' ');
+    out->append(key.text);
+  }
   out->append("\r\n");
 }
 
@@ -472,8 +540,9 @@ void ResponseParser::Reset() {
 size_t RequestBatch::Add(const WireKey& key, Command command, bool value, bool quiet) {
   // Every request starts "<cm> <key>": the key's bytes are kept where they
   // are, in the encoded batch.
-  requests_.push_back(Request{bytes_.size() + 3, static_cast<uint8_t>(key.text.size()), key.base64,
-                              command, value, quiet});
+  requests_.push_back(Request{bytes_.size() + 3, static_cast<uint8_t>(key.text.size()),
+                              static_cast<uint32_t>(key.text.size()), key.base64, command, value,
+                              quiet});
   return requests_.size() - 1;
 }
 
@@ -501,6 +570,17 @@ size_t RequestBatch::Arithmetic(const WireKey& key, const ArithmeticRequest& req
   return i;
 }
 
+size_t RequestBatch::MultiGet(absl::Span<const WireKey> keys) {
+  // "gets " is 5 bytes; the list is the keys with a space between each two.
+  size_t list_size = keys.size() - 1;
+  for (const WireKey& key : keys) list_size += key.text.size();
+  requests_.push_back(Request{bytes_.size() + 5, static_cast<uint8_t>(keys[0].text.size()),
+                              static_cast<uint32_t>(list_size), false, Command::kMultiGet,
+                              /*value=*/true, /*quiet=*/false});
+  EncodeMultiGet(keys, &bytes_);
+  return requests_.size() - 1;
+}
+
 void RequestBatch::EndWithMarker() {
   const size_t i = Add(WireKey{std::string(kEndMarkerKey), false}, Command::kEndMarker,
                        /*value=*/false, /*quiet=*/false);
@@ -515,6 +595,9 @@ std::string RequestBatch::Describe(size_t i) const {
   const Request& r = requests_[i];
   if (r.command == Command::kEndMarker)
     return absl::StrCat("the end of the batch (O", first_opaque_ + i, ")");
+  if (r.command == Command::kMultiGet) {
+    return absl::StrCat("gets ", Quote(std::string_view(bytes_).substr(r.key_offset, r.list_size)));
+  }
   return absl::StrCat(AsAbsl(kNames[static_cast<int>(r.command)]), " ", Quote(WireKeyOf(r)),
                       r.key_base64 ? " (base64)" : "", " (O", first_opaque_ + i, ")");
 }
@@ -545,6 +628,10 @@ std::string_view CodeName(Code code) {
       return "CLIENT_ERROR";
     case Code::kServerError:
       return "SERVER_ERROR";
+    case Code::kClassicValue:
+      return "VALUE";
+    case Code::kEnd:
+      return "END";
   }
   return "?";
 }
@@ -585,6 +672,9 @@ absl::Status RequestBatch::CheckCode(size_t i, const Response& response) const {
       break;
     case Command::kEndMarker:
       allowed = code == Code::kMiss || code == Code::kHit;
+      break;
+    case Command::kMultiGet:  // answered by VALUE and END only (MatchClassic)
+      allowed = false;
       break;
   }
   if (allowed) return absl::OkStatus();
@@ -635,6 +725,9 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
     return absl::DataLossError(
         absl::StrCat("MN, but this client sends no mn (the answer to ", due(), " was due)"));
   }
+  if (response->code == Code::kClassicValue || response->code == Code::kEnd) {
+    return MatchClassic(response);
+  }
   if (IsErrorLine(response->code)) {
     if (!IsInStepError(*response)) {
       const std::string line =
@@ -677,6 +770,48 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
   response->request = requests_[i].command == Command::kEndMarker ? Response::kEndOfBatch : i;
   next_ = i + 1;
   return progress();
+}
+
+absl::StatusOr<RequestBatch::Progress> RequestBatch::MatchClassic(Response* response) {
+  // No token: a VALUE or END can only answer the oldest unanswered request,
+  // and only if that is a gets.
+  if (next_ >= requests_.size() || requests_[next_].command != Command::kMultiGet) {
+    return absl::DataLossError(absl::StrCat(
+        AsAbsl(CodeName(response->code)), " where the answer to ",
+        next_ < requests_.size() ? Describe(next_) : std::string("nothing"), " was due"));
+  }
+  const Request& r = requests_[next_];
+  if (list_request_ != next_) {
+    list_request_ = next_;
+    list_cursor_ = r.key_offset;
+    list_index_ = 0;
+  }
+  if (response->code == Code::kEnd) {
+    response->request = Response::kEndOfList;
+    ++next_;
+    return next_ == requests_.size() ? Progress::kComplete : Progress::kMore;
+  }
+  // memcached answers in the order asked and skips misses: the key must be
+  // at or after the cursor. Every key of the list is plain text, one space
+  // between each two.
+  const size_t list_end = r.key_offset + r.list_size;
+  const std::string_view list = std::string_view(bytes_).substr(0, list_end);
+  while (list_cursor_ < list_end) {
+    size_t key_end = list.find(' ', list_cursor_);
+    if (key_end == std::string_view::npos) key_end = list_end;
+    const std::string_view key = list.substr(list_cursor_, key_end - list_cursor_);
+    const size_t index = list_index_;
+    list_cursor_ = key_end + 1;
+    ++list_index_;
+    if (key == response->key) {
+      response->request = next_;
+      response->key_index = index;
+      return Progress::kMore;
+    }
+  }
+  return absl::DataLossError(absl::StrCat("VALUE for key ", Quote(response->key), " answers ",
+                                          Describe(next_),
+                                          " out of order or for a key it did not ask for"));
 }
 
 bool IsErrorLine(Response::Code code) {

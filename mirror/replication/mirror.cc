@@ -89,7 +89,13 @@ class Mirror::Impl {
     // per-write object, and the sender only puts whole batches on the wire.
     std::deque<Batch>& queue = queues_[prepared->server];
     if (queue.empty() || queue.back().writes.size() == options_.max_batch) {
-      queue.push_back(Batch{core_.NewWriteBatch(prepared->server, options_.max_batch), {}, {}, {}});
+      // Sized like the last full batch: a batch of large values would
+      // otherwise regrow (and copy) its buffer a dozen times while filling.
+      queue.push_back(
+          Batch{core_.NewWriteBatch(prepared->server, options_.max_batch, last_full_batch_bytes_),
+                {},
+                {},
+                {}});
     }
     Batch& batch = queue.back();
     const size_t before = batch.writes.bytes();
@@ -98,7 +104,11 @@ class Mirror::Impl {
     batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
     queued_writes_ += 1;
     queued_bytes_ += batch.writes.bytes() - before;
-    batch.sequence.push_back(accepted_.fetch_add(1) + 1);
+    // Written under the lock only: a store, not a locked read-modify-write.
+    const uint64_t sequence = accepted_.load(std::memory_order_relaxed) + 1;
+    accepted_.store(sequence, std::memory_order_release);
+    batch.sequence.push_back(sequence);
+    if (batch.writes.size() == options_.max_batch) last_full_batch_bytes_ = batch.writes.bytes();
     finished_flags_.push_back(false);
     const bool wake = sender_idle_;
     lock.unlock();
@@ -295,6 +305,7 @@ class Mirror::Impl {
   std::vector<std::deque<Batch>> queues_ ABSL_GUARDED_BY(mu_);
   size_t queued_writes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // encoded bytes in `queues_`
+  size_t last_full_batch_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool sender_idle_ ABSL_GUARDED_BY(mu_) = false;  // the sender waits on `work_`
   // Atomic so that accepted_writes()/finished_writes() read them without the

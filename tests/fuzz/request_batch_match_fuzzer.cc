@@ -12,6 +12,9 @@
 //     is untagged only inside a run of quiet requests or at the end marker;
 //   - the end marker's answer (kEndOfBatch) is EN or HD with its token, once
 //     every loud request has answered; MN is never accepted;
+//   - a classic gets is answered only when it is the oldest unanswered
+//     request: by VALUEs for keys of its list, each after the previous one
+//     in the list (key_index names it), then by END (kEndOfList);
 //   - kComplete comes exactly when nothing is due.
 // Refusals must be DataLoss. Matching stops at the first refusal or at
 // kComplete, as a connection does.
@@ -24,7 +27,9 @@
 //   per request an op byte, a key length byte, then the key:
 //               op bits 0-1: get, set, delete, arithmetic; bit 2: quiet;
 //               bit 3: a get without the value (v), a decrement;
-//               bit 4: a get with N (vivify), a set or delete with C
+//               bit 4: a get with N (vivify), a set or delete with C;
+//               bit 5: a get is a classic gets of the key, key + "1" and
+//               key + "2" (when the key needs no base64)
 //   the rest    the response stream
 // A key EncodeKey refuses (empty, too long) drops its request.
 
@@ -63,7 +68,9 @@ struct Sent {
   Command command;
   bool value;  // the answer to a hit carries the value: VA rather than HD
   bool quiet;
-  std::string raw_key;  // prefix + key: what an echoed key must decode to
+  std::string raw_key;                 // prefix + key: what an echoed key must decode to
+  std::vector<std::string> list = {};  // a classic gets: its keys as sent
+  size_t next_index = 0;               // the first key of `list` a VALUE may name
 };
 
 // The codes memcached 1.6.18 answers each request with; a quiet request
@@ -82,6 +89,8 @@ bool CanAnswer(const Sent& r, Code code) {
              code == Code::kExists;
     case Command::kEndMarker:  // a get of a key nobody stores, without v
       return code == Code::kMiss || code == Code::kHit;
+    case Command::kMultiGet:  // VALUE and END only, checked apart
+      return false;
   }
   return false;
 }
@@ -108,6 +117,20 @@ void FuzzOneInput(std::string_view bytes) {
     Sent r{Command::kGet, true, (op & 4) != 0, std::string(prefix) + std::string(key)};
     switch (op & 3) {
       case 0: {
+        if ((op & 32) != 0) {
+          if (wire->base64) continue;
+          std::vector<WireKey> keys = {*wire};
+          for (const char* suffix : {"1", "2"}) {
+            absl::StatusOr<WireKey> more = EncodeKey(prefix, std::string(key) + suffix);
+            if (!more.ok() || more->base64) break;
+            keys.push_back(*std::move(more));
+          }
+          r.command = Command::kMultiGet;
+          r.quiet = false;
+          for (const WireKey& k : keys) r.list.push_back(k.text);
+          batch.MultiGet(keys);
+          break;
+        }
         GetRequest get;
         get.value = (op & 8) == 0;
         if ((op & 16) != 0) get.vivify_ttl = 30;
@@ -185,6 +208,26 @@ void FuzzOneInput(std::string_view bytes) {
         ++due;  // the marker's answer: the batch fails as a whole
       } else if (!sent[due].quiet) {
         Fail(absl::StrCat("an untagged error line where request ", due, " must answer"));
+      }
+    } else if (code == Code::kClassicValue || code == Code::kEnd) {
+      if (due >= requests || sent[due].command != Command::kMultiGet) {
+        Fail("a classic answer accepted where no gets was due");
+      }
+      Sent& r = sent[due];
+      if (code == Code::kEnd) {
+        if (i != Response::kEndOfList) Fail("END not marked as the end of a list");
+        ++due;
+      } else {
+        if (i != due) Fail(absl::StrCat("a VALUE given to request ", i, " while ", due, " is due"));
+        if (response.key_index < r.next_index || response.key_index >= r.list.size()) {
+          Fail(absl::StrCat("a VALUE at list index ", response.key_index, " (next allowed ",
+                            r.next_index, ")"));
+        }
+        if (response.key != r.list[response.key_index]) {
+          Fail(absl::StrCat("a VALUE for \"", Escaped(response.key), "\" given to key \"",
+                            Escaped(r.list[response.key_index]), "\""));
+        }
+        r.next_index = response.key_index + 1;
       }
     } else if (i == Response::kEndOfBatch) {
       if (!end_with_marker) Fail("an end of batch without the marker");

@@ -193,13 +193,15 @@ inline size_t FirstResponseFlag(const std::vector<std::string_view>& tokens) {
   return tokens.size();
 }
 
-// The value of the first `flag` token in the answer's response lines.
+// The value of the first `flag` token in the answer's response lines. The
+// key of a classic "VALUE <key> ..." line counts as its `k`.
 inline std::optional<std::string> FindFlag(std::string_view answer, char flag) {
   for (size_t pos = 0; pos < answer.size();) {
     const std::optional<size_t> end = ResponseEnd(answer, pos);
     if (!end) break;
     const std::vector<std::string_view> tokens =
         Tokens(LineAt(answer, pos, answer.find('\n', pos)));
+    if (flag == 'k' && tokens.size() > 1 && tokens[0] == "VALUE") return std::string(tokens[1]);
     for (size_t i = FirstResponseFlag(tokens); i < tokens.size(); ++i) {
       if (tokens[i][0] == flag) return std::string(tokens[i].substr(1));
     }
@@ -208,8 +210,9 @@ inline std::optional<std::string> FindFlag(std::string_view answer, char flag) {
   return std::nullopt;
 }
 
-// The answer with the value of every `flag` token replaced by `value`; the
-// rest of each response (data blocks included) is unchanged.
+// The answer with the value of every `flag` token replaced by `value` (for
+// 'k', also the key of every classic VALUE line); the rest of each response
+// (data blocks included) is unchanged.
 inline std::string ReplaceFlag(std::string_view answer, char flag, std::string_view value) {
   std::string out;
   size_t pos = 0;
@@ -221,7 +224,9 @@ inline std::string ReplaceFlag(std::string_view answer, char flag, std::string_v
     const size_t first_flag = FirstResponseFlag(tokens);
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (i > 0) out += ' ';
-      if (i >= first_flag && tokens[i][0] == flag) {
+      if (flag == 'k' && i == 1 && tokens[0] == "VALUE") {
+        out += value;
+      } else if (i >= first_flag && tokens[i][0] == flag) {
         out += flag;
         out += value;
       } else {

@@ -53,6 +53,8 @@ constexpr absl::Duration kSlack = absl::Seconds(2);
 constexpr int kKeys = 32;
 
 std::string KeyOf(int i) { return absl::StrCat("key:", i); }
+// A key with a space: it travels base64-encoded, so never in a classic gets.
+std::string BinaryKeyOf(int i) { return absl::StrCat("binary key:", i); }
 std::string ValueOf(std::string_view key) { return "value-of-" + std::string(key); }
 
 // How a call ended, for exact tallies.
@@ -105,7 +107,10 @@ std::string FaultName(Fault fault) {
 
 // The client operations under test, each on key `i`; `wrong` counts values
 // returned for another key (the one thing that must never happen).
-enum class Op { kGet, kGetMany, kSet, kDelete, kIncrement };
+// GetMany of plain keys is a classic `gets`; GetManyBinary asks for keys that
+// need base64, which go as quiet meta gets (the path TieredCache's bulk reads
+// take too).
+enum class Op { kGet, kGetMany, kGetManyBinary, kSet, kDelete, kIncrement };
 
 std::string Name(Op op) {
   switch (op) {
@@ -113,6 +118,8 @@ std::string Name(Op op) {
       return "Get";
     case Op::kGetMany:
       return "GetMany";
+    case Op::kGetManyBinary:
+      return "GetManyBinary";
     case Op::kSet:
       return "Set";
     case Op::kDelete:
@@ -126,8 +133,10 @@ std::string Name(Op op) {
 std::string CommandOf(Op op) {
   switch (op) {
     case Op::kGet:
-    case Op::kGetMany:
+    case Op::kGetManyBinary:
       return "mg";
+    case Op::kGetMany:
+      return "gets";
     case Op::kSet:
       return "ms";
     case Op::kDelete:
@@ -155,6 +164,7 @@ class WireIntegrityTest : public ::testing::Test {
   void Seed() {
     for (int i = 0; i < kKeys; ++i) {
       ASSERT_TRUE(direct_->Set(KeyOf(i), ValueOf(KeyOf(i))).ok());
+      ASSERT_TRUE(direct_->Set(BinaryKeyOf(i), ValueOf(BinaryKeyOf(i))).ok());
       ASSERT_TRUE(direct_->Set(absl::StrCat("counter:", i), "100").ok());
     }
   }
@@ -187,10 +197,14 @@ class WireIntegrityTest : public ::testing::Test {
         if (item.ok() && (!item->has_value() || (*item)->value != ValueOf(key))) ++*wrong;
         return item.status();
       }
-      case Op::kGetMany: {
+      case Op::kGetMany:
+      case Op::kGetManyBinary: {
         // Four consecutive keys in one pipelined batch.
         std::vector<std::string> keys;
-        for (int j = 0; j < 4; ++j) keys.push_back(KeyOf((i + j) % kKeys));
+        for (int j = 0; j < 4; ++j) {
+          keys.push_back(op == Op::kGetMany ? KeyOf((i + j) % kKeys)
+                                            : BinaryKeyOf((i + j) % kKeys));
+        }
         std::vector<std::string_view> views(keys.begin(), keys.end());
         absl::StatusOr<absl::flat_hash_map<std::string, Item>> found = client.GetMany(views);
         if (found.ok()) {
@@ -310,22 +324,40 @@ std::vector<SingleCase> SingleCases() {
       {Fault::kWrongKey, Op::kGet, Outcome::kDataLoss, Outcome::kOk, "echoes key \"otherkey\""});
   cases.push_back({Fault::kWrongKey, Op::kIncrement, Outcome::kDataLoss, Outcome::kOk,
                    "echoes key \"otherkey\""});
-  // GetMany: one pipelined batch, so order and tokens can be broken inside it.
-  cases.push_back({Fault::kDuplicateAnswer, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk,
+  // GetManyBinary: one pipelined batch of quiet meta gets, so order and
+  // tokens can be broken inside it.
+  const Op binary = Op::kGetManyBinary;
+  cases.push_back({Fault::kDuplicateAnswer, binary, Outcome::kDataLoss, Outcome::kOk,
                    "a duplicated, reordered or foreign answer"});
-  cases.push_back({Fault::kSwapOrder, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk,
+  cases.push_back({Fault::kSwapOrder, binary, Outcome::kDataLoss, Outcome::kOk,
                    "a duplicated, reordered or foreign answer"});
+  cases.push_back({Fault::kSwapOpaque, binary, Outcome::kDataLoss, Outcome::kOk, "echoes key"});
   cases.push_back(
-      {Fault::kSwapOpaque, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk, "echoes key \"key:"});
-  cases.push_back({Fault::kWrongKey, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk,
-                   "echoes key \"otherkey\""});
-  cases.push_back({Fault::kUnsolicited, Op::kGetMany, Outcome::kOk, Outcome::kOk, ""});
-  cases.push_back({Fault::kGarbage, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk, "malformed"});
+      {Fault::kWrongKey, binary, Outcome::kDataLoss, Outcome::kOk, "echoes key \"otherkey\""});
+  cases.push_back({Fault::kUnsolicited, binary, Outcome::kOk, Outcome::kOk, ""});
+  cases.push_back({Fault::kGarbage, binary, Outcome::kDataLoss, Outcome::kOk, "malformed"});
   cases.push_back(
-      {Fault::kHugeLength, Op::kGetMany, Outcome::kDataLoss, Outcome::kOk, "VA length 4294967296"});
-  cases.push_back({Fault::kTrickle, Op::kGetMany, Outcome::kOk, Outcome::kOk, ""});
+      {Fault::kHugeLength, binary, Outcome::kDataLoss, Outcome::kOk, "VA length 4294967296"});
+  cases.push_back({Fault::kTrickle, binary, Outcome::kOk, Outcome::kOk, ""});
+  cases.push_back({Fault::kCloseMidValue, binary, Outcome::kUnavailable, Outcome::kOk, "closed"});
+  // GetMany: a classic gets (VALUE lines with their keys, then END: no
+  // tokens) followed by the tagged end marker. A copy of the answer comes
+  // where only the marker's may; a held one lets the marker's answer come
+  // first; a VALUE names a key the gets did not ask for. (Nothing to swap:
+  // the answer carries no token.)
+  const Op classic = Op::kGetMany;
+  cases.push_back({Fault::kDuplicateAnswer, classic, Outcome::kDataLoss, Outcome::kOk,
+                   "where the answer to the end of the batch"});
   cases.push_back(
-      {Fault::kCloseMidValue, Op::kGetMany, Outcome::kUnavailable, Outcome::kOk, "closed"});
+      {Fault::kSwapOrder, classic, Outcome::kDataLoss, Outcome::kOk, "answers out of order"});
+  cases.push_back(
+      {Fault::kWrongKey, classic, Outcome::kDataLoss, Outcome::kOk, "VALUE for key \"otherkey\""});
+  cases.push_back({Fault::kUnsolicited, classic, Outcome::kOk, Outcome::kOk, ""});
+  cases.push_back({Fault::kGarbage, classic, Outcome::kDataLoss, Outcome::kOk, "malformed"});
+  cases.push_back(
+      {Fault::kHugeLength, classic, Outcome::kDataLoss, Outcome::kOk, "VA length 4294967296"});
+  cases.push_back({Fault::kTrickle, classic, Outcome::kOk, Outcome::kOk, ""});
+  cases.push_back({Fault::kCloseMidValue, classic, Outcome::kUnavailable, Outcome::kOk, "closed"});
   return cases;
 }
 
@@ -333,7 +365,8 @@ INSTANTIATE_TEST_SUITE_P(Faults, SingleThreadTest, ::testing::ValuesIn(SingleCas
 
 // No answer at all: the call fails within op_timeout, and the client recovers.
 TEST_F(WireIntegrityTest, ASilentServerFailsTheCallInTime) {
-  for (Op op : {Op::kGet, Op::kGetMany, Op::kSet, Op::kDelete, Op::kIncrement}) {
+  for (Op op :
+       {Op::kGet, Op::kGetMany, Op::kGetManyBinary, Op::kSet, Op::kDelete, Op::kIncrement}) {
     SCOPED_TRACE(Name(op));
     std::unique_ptr<MemcachedClient> client = Client();
     int wrong = 0;
@@ -344,11 +377,16 @@ TEST_F(WireIntegrityTest, ASilentServerFailsTheCallInTime) {
     const absl::Status status = Run(*client, op, 1, &wrong);
     const absl::Duration took = absl::Now() - start;
     EXPECT_EQ(proxy_.faults_applied(), applied + 1);
-    if (op == Op::kGetMany) {
+    if (op == Op::kGetManyBinary) {
       // A quiet hit that never comes is a miss: the batch's end marker (its
       // answer is tagged) proves nothing else is owed. Three of four found.
       EXPECT_TRUE(status.ok()) << status;
       EXPECT_EQ(last_found_.load(), 3u);
+    } else if (op == Op::kGetMany) {
+      // A gets always answers (END at least): the marker's answer coming
+      // first proves this one is missing, at once.
+      EXPECT_EQ(OutcomeOf(status), Outcome::kDataLoss) << status;
+      EXPECT_LT(took, kOpTimeout);
     } else {
       EXPECT_TRUE(OutcomeOf(status) == Outcome::kDeadline ||
                   OutcomeOf(status) == Outcome::kUnavailable)
@@ -382,6 +420,10 @@ TEST_F(WireIntegrityTest, ErrorLinesAndMnInPlaceOfAnswers) {
        absl::StatusCode::kFailedPrecondition, 0},
       {Op::kSet, "CLIENT_ERROR bad data chunk\r\nERROR\r\n", absl::StatusCode::kDataLoss, 1},
       // In a quiet run the error belongs to an unknown request: the batch fails.
+      {Op::kGetManyBinary, "SERVER_ERROR out of memory storing object\r\n",
+       absl::StatusCode::kResourceExhausted, 0},
+      {Op::kGetManyBinary, "MN\r\n", absl::StatusCode::kDataLoss, 1},
+      // A gets is loud: the error is its answer, and the stream stays in step.
       {Op::kGetMany, "SERVER_ERROR out of memory storing object\r\n",
        absl::StatusCode::kResourceExhausted, 0},
       {Op::kGetMany, "MN\r\n", absl::StatusCode::kDataLoss, 1},
@@ -453,6 +495,7 @@ TEST_F(WireIntegrityTest, TokensNeverRepeatOnAConnection) {
   ASSERT_TRUE(mirror.ok());
   int wrong = 0;
   for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(Run(*client, Op::kGetManyBinary, i, &wrong).ok());
     ASSERT_TRUE(Run(*client, Op::kGetMany, i, &wrong).ok());
     ASSERT_TRUE(Run(*client, Op::kGet, i, &wrong).ok());
     ASSERT_TRUE((*mirror)->ReplicateValue(KeyOf(i), ValueOf(KeyOf(i))).ok());
@@ -467,8 +510,9 @@ TEST_F(WireIntegrityTest, TokensNeverRepeatOnAConnection) {
         << "token " << token << " twice on connection " << connection;
     ++requests;
   }
-  // 20 x (GetMany of 4 + its marker, Get, Increment), and the mirror's writes and markers.
-  EXPECT_GE(requests, 20u * 7 + 20);
+  // 20 x (4 meta gets + their marker, a gets's marker (the gets itself has no
+  // token), Get, Increment), and the mirror's writes and markers.
+  EXPECT_GE(requests, 20u * 8 + 20);
 }
 
 // ---------------------------------------------------------------------------
@@ -527,10 +571,13 @@ TEST_P(ConcurrentTest, EightThreadsOnFourConnectionsNeverGetAnotherKeysValue) {
   std::unique_ptr<MemcachedClient> client = Client(/*connections=*/4);
   constexpr int kFaults = 12;
   // Delete last: it empties the keys the others read.
-  for (Op op : {Op::kGet, Op::kGetMany, Op::kIncrement, Op::kSet, Op::kDelete}) {
+  for (Op op :
+       {Op::kGet, Op::kGetMany, Op::kGetManyBinary, Op::kIncrement, Op::kSet, Op::kDelete}) {
     SCOPED_TRACE(Name(op));
     // Stores and deletes do not ask for their key back: no echo to break.
     if (fault == Fault::kWrongKey && (op == Op::kSet || op == Op::kDelete)) continue;
+    // A classic gets' answer carries no token to swap.
+    if (fault == Fault::kSwapOpaque && op == Op::kGetMany) continue;
     const int applied = proxy_.faults_applied();
     proxy_.Arm(Armed(fault, CommandOf(op), kFaults));
     Tally tally;

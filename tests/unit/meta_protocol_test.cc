@@ -28,6 +28,18 @@ MATCHER_P2(StatusIs, code, message, "") {
   return status.code() == code && std::string(status.message()) == std::string(message);
 }
 
+const absl::Status& StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {
+  return status_or.status();
+}
+// The code, and a message that holds `part`.
+MATCHER_P2(FailsWith, code, part, "") {
+  const absl::Status& status = StatusOf(arg);
+  *result_listener << "status is " << status;
+  return status.code() == code && std::string(status.message()).find(part) != std::string::npos;
+}
+
 MATCHER_P2(IsWireKey, text, base64, "") {
   *result_listener << "text \"" << absl::CEscape(arg.text) << "\", base64 " << arg.base64;
   return arg.text == text && arg.base64 == base64;
@@ -227,7 +239,7 @@ TEST(EncodeSetTest, Default) {
   request.value = "hello";
   std::string out;
   EncodeSet(Key("k"), request, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 5 F0 T0 MS c O0\r\nhello\r\n");
+  EXPECT_EQ(out, "ms k 5 c O0\r\nhello\r\n");  // memcached's defaults: no F0 T0 MS
 }
 
 TEST(EncodeSetTest, AllOptions) {
@@ -244,7 +256,7 @@ TEST(EncodeSetTest, AllOptions) {
   std::string out;
   EncodeSet(Key("a b"), request, tag, &out);
   EXPECT_EQ(out,
-            "ms YSBi 3 b F4294967295 T300 MR C18446744073709551615 I c O18446744073709551615 q\r\n"
+            "ms YSBi 3 b F4294967295 T300 MR C18446744073709551615 I O18446744073709551615 q\r\n"
             "abc\r\n");
 }
 
@@ -261,7 +273,8 @@ TEST(EncodeSetTest, EveryMode) {
     request.mode = mode;
     std::string out;
     EncodeSet(Key("k"), request, RequestTag{}, &out);
-    EXPECT_EQ(out, "ms k 1 F16 T60 " + token + " c O0\r\nv\r\n");
+    EXPECT_EQ(out, absl::StrCat("ms k 1 F16 T60", mode == StoreMode::kSet ? "" : " " + token,
+                                " c O0\r\nv\r\n"));
   }
 }
 
@@ -271,13 +284,13 @@ TEST(EncodeSetTest, BinaryValueIsSentAsIs) {
   request.value = value;
   std::string out;
   EncodeSet(Key("k"), request, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 9 F0 T0 MS c O0\r\n" + value + "\r\n");
+  EXPECT_EQ(out, "ms k 9 c O0\r\n" + value + "\r\n");
 }
 
 TEST(EncodeSetTest, EmptyValue) {
   std::string out;
   EncodeSet(Key("k"), SetRequest{}, RequestTag{}, &out);
-  EXPECT_EQ(out, "ms k 0 F0 T0 MS c O0\r\n\r\n");
+  EXPECT_EQ(out, "ms k 0 c O0\r\n\r\n");
 }
 
 TEST(EncodeDeleteTest, Default) {
@@ -334,7 +347,7 @@ TEST(InjectionTest, KeysCannotAddLinesOrTokens) {
     SetRequest request;
     request.value = "x";
     EncodeSet(wire, request, RequestTag{}, &set);
-    EXPECT_EQ(set, "ms " + absl::Base64Escape(key) + " 1 b F0 T0 MS c O0\r\nx\r\n");
+    EXPECT_EQ(set, "ms " + absl::Base64Escape(key) + " 1 b c O0\r\nx\r\n");
   }
 }
 
@@ -377,8 +390,14 @@ std::string Describe(const Response& r) {
     case Code::kServerError:
       text = "SERVER_ERROR";
       break;
+    case Code::kClassicValue:
+      text = "VALUE";
+      break;
+    case Code::kEnd:
+      text = "END";
+      break;
   }
-  if (r.code == Code::kValue || !r.value.empty())
+  if (r.code == Code::kValue || r.code == Code::kClassicValue || !r.value.empty())
     absl::StrAppend(&text, " \"", Escaped(r.value), "\"");
   if (r.client_flags) absl::StrAppend(&text, " f=", *r.client_flags);
   if (r.cas) absl::StrAppend(&text, " c=", *r.cas);
@@ -789,7 +808,7 @@ TEST(RequestBatchTest, RequestsCarryConsecutiveTokens) {
   batch.EndWithMarker();
   EXPECT_EQ(batch.bytes(),
             "mg a v f c t k O41 q\r\n"
-            "ms YiBj 1 b F0 T0 MS c O42\r\nx\r\n"
+            "ms YiBj 1 b c O42\r\nx\r\n"
             "md d O43 q\r\n"
             "ma n v k MI D1 O44\r\n"
             "mg tiercache:end-of-batch O45\r\n");
@@ -1036,6 +1055,119 @@ TEST(RequestBatchTest, InStepErrors) {
   EXPECT_FALSE(IsInStepError(Parse("CLIENT_ERROR bad command line format\r\n")));
   EXPECT_FALSE(IsInStepError(Parse("ERROR\r\n")));
   EXPECT_FALSE(IsInStepError(Parse("HD O1\r\n")));
+}
+
+// --- The classic multi-key gets ------------------------------------------------
+
+TEST(ResponseParserTest, ClassicValuesAndEnd) {
+  EXPECT_THAT(ParseAll("VALUE user:1 5 2 77\r\nhi\r\nVALUE k 0 0\r\n\r\nEND\r\n"),
+              ElementsAre("VALUE \"hi\" f=5 c=77 k=user:1", "VALUE \"\" f=0 k=k", "END"));
+  // Split at every byte, as any response.
+  const std::string stream = "VALUE a 1 3 9\r\nabc\r\nEND\r\n";
+  for (size_t cut = 1; cut < stream.size(); ++cut) {
+    ResponseParser parser;
+    std::vector<std::string> out;
+    parser.Feed(std::string_view(stream).substr(0, cut));
+    Drain(parser, &out);
+    parser.Feed(std::string_view(stream).substr(cut));
+    Drain(parser, &out);
+    EXPECT_THAT(out, ElementsAre("VALUE \"abc\" f=1 c=9 k=a", "END")) << cut;
+  }
+}
+
+TEST(ResponseParserTest, MalformedClassicLines) {
+  const auto error = [](std::string_view bytes) {
+    ResponseParser parser;
+    parser.Feed(bytes);
+    return parser.Next().status();
+  };
+  EXPECT_THAT(error("VALUE k 0\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE without key, flags")));
+  EXPECT_THAT(error("VALUE k 0 1 2 3\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE without key, flags")));
+  EXPECT_THAT(error("VALUE k -1 1\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE flags not a number")));
+  EXPECT_THAT(error("VALUE k 0 01\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE length not a number")));
+  EXPECT_THAT(error("VALUE k 0 1 x\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE CAS not a number")));
+  EXPECT_THAT(
+      error("VALUE k 0 4294967296\r\n"),
+      FailsWith(absl::StatusCode::kDataLoss, ("VALUE length 4294967296 exceeds the limit")));
+  EXPECT_THAT(error("VALUE k 0 1\r\nxy\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("ends in \"y\\r\", not")));
+  EXPECT_THAT(error("END 1\r\n"), FailsWith(absl::StatusCode::kDataLoss, ("END with")));
+  EXPECT_THAT(error(absl::StrCat("VALUE ", std::string(251, 'k'), " 0 1\r\nx\r\n")),
+              FailsWith(absl::StatusCode::kDataLoss, ("VALUE key over 250 bytes")));
+}
+
+TEST(RequestBatchTest, AMultiGetIsOneLineAnsweredInOrder) {
+  RequestBatch batch(7);
+  const std::vector<WireKey> keys = {Key("a"), Key("bb"), Key("c")};
+  EXPECT_EQ(batch.MultiGet(keys), 0u);
+  batch.EndWithMarker();
+  EXPECT_EQ(batch.bytes(), "gets a bb c\r\nmg tiercache:end-of-batch O8\r\n");
+  EXPECT_EQ(batch.Describe(0), "gets \"a bb c\"");
+  // a missed; bb and c hit, in the order asked; then END and the marker.
+  Response bb = Parse("VALUE bb 0 1 5\r\nx\r\n");
+  EXPECT_THAT(batch.Match(&bb), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(bb.request, 0u);
+  EXPECT_EQ(bb.key_index, 1u);
+  Response c = Parse("VALUE c 0 1 6\r\ny\r\n");
+  EXPECT_THAT(batch.Match(&c), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(c.key_index, 2u);
+  Response end = Parse("END\r\n");
+  EXPECT_THAT(batch.Match(&end), IsOkAndHolds(Progress::kMore));
+  EXPECT_EQ(end.request, Response::kEndOfList);
+  EXPECT_THAT(MatchBytes(batch, "EN O8\r\n"), IsOkAndHolds(Progress::kComplete));
+}
+
+TEST(RequestBatchTest, AMultiGetRefusesWhatItDidNotAskForOrNotInOrder) {
+  const std::vector<WireKey> keys = {Key("a"), Key("b")};
+  RequestBatch foreign(1);
+  foreign.MultiGet(keys);
+  foreign.EndWithMarker();
+  EXPECT_THAT(MatchBytes(foreign, "VALUE other 0 1 5\r\nx\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "VALUE for key \"other\" answers gets \"a b\" out of order or for a key it "
+                       "did not ask for"));
+  RequestBatch reordered(1);
+  reordered.MultiGet(keys);
+  reordered.EndWithMarker();
+  EXPECT_THAT(MatchBytes(reordered, "VALUE b 0 1 5\r\nx\r\n"), IsOkAndHolds(Progress::kMore));
+  EXPECT_THAT(MatchBytes(reordered, "VALUE a 0 1 5\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("out of order")));
+  RequestBatch twice(1);
+  twice.MultiGet(keys);
+  twice.EndWithMarker();
+  EXPECT_THAT(MatchBytes(twice, "VALUE a 0 1 5\r\nx\r\n"), IsOkAndHolds(Progress::kMore));
+  EXPECT_THAT(MatchBytes(twice, "VALUE a 0 1 5\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("out of order")));
+  // A duplicated answer: after END only the marker's answer may come.
+  RequestBatch duplicated(1);
+  duplicated.MultiGet(keys);
+  duplicated.EndWithMarker();
+  EXPECT_THAT(MatchBytes(duplicated, "END\r\n"), IsOkAndHolds(Progress::kMore));
+  EXPECT_THAT(MatchBytes(duplicated, "END\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "END where the answer to the end of the batch (O2) was due"));
+  // The marker's answer before END: the gets' answer is missing.
+  RequestBatch early(1);
+  early.MultiGet(keys);
+  early.EndWithMarker();
+  EXPECT_THAT(MatchBytes(early, "EN O2\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("answers out of order")));
+  // Classic answers where a meta request is due, and a meta value where a
+  // gets is due.
+  RequestBatch meta(1);
+  meta.Get(Key("a"), GetRequest{});
+  EXPECT_THAT(
+      MatchBytes(meta, "VALUE a 0 1 5\r\nx\r\n"),
+      StatusIs(absl::StatusCode::kDataLoss, "VALUE where the answer to get \"a\" (O1) was due"));
+  RequestBatch classic(1);
+  classic.MultiGet(keys);
+  EXPECT_THAT(MatchBytes(classic, "VA 1 ka O1\r\nx\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, ("VA is not an answer to gets")));
 }
 
 TEST(ResponseParserTest, OverlongLine) {
