@@ -289,8 +289,8 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   // maps a key's place in the part back to its place in `keys`.
   //
   // A part is either a classic `gets` of its keys (when no TTL, lease or
-  // recache is asked for and no key needs base64: memcached spends about
-  // half the CPU per key on it) or a quiet `mg` per key; either way it ends
+  // recache is asked for and no key needs base64: memcached spends less CPU
+  // per key on it) or a quiet `mg` per key; either way it ends
   // with the batch's tagged end marker. Misses send nothing; hits carry their
   // key (and, for `mg`, their token), which RequestBatch checks.
   struct Part {

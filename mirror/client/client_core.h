@@ -59,7 +59,8 @@ struct FetchOptions {
   std::optional<absl::Duration> recache_below;
   // t: the remaining TTL. FetchMany without it (and without a lease or a
   // recache) sends one classic multi-key `gets` per part instead of an `mg`
-  // per key: memcached spends about half the CPU per key on it. Its answers
+  // per key: memcached spends less CPU per key on it (docs/performance.md,
+  // "Issue 12"). Its answers
   // carry no TTL (Fetched::ttl_known is false); keys that need base64 still
   // go as `mg`.
   bool ttl = true;

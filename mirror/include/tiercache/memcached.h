@@ -92,10 +92,11 @@ class MemcachedClient {
   // InfiniteFuture when the item does not expire).
   absl::StatusOr<std::optional<Item>> Get(std::string_view key);
   // The hits among `keys`, fetched in one pipelined round trip per server:
-  // a classic multi-key `gets` (memcached serves it with about half the CPU
-  // per key of a meta get each), so an Item from GetMany carries no expiry
-  // (InfiniteFuture: unknown; Get returns it). Keys that need base64 go as
-  // meta gets in the same round trip, and their Items have it.
+  // a classic multi-key `gets` (memcached serves it with less CPU per key
+  // than a meta get each), so an Item from GetMany may carry no expiry
+  // (InfiniteFuture: unknown; Get returns it). A key that needs base64
+  // cannot travel in a `gets`: the keys sent with it go as meta gets, and
+  // their Items have their expiry.
   absl::StatusOr<absl::flat_hash_map<std::string, Item>> GetMany(
       absl::Span<const std::string_view> keys);
 
