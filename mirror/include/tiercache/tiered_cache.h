@@ -12,6 +12,10 @@
 // value appears. A waiter stops waiting after `lease_wait` and loads itself;
 // a winner that dies mid-load holds the lease for at most `lease_ttl`.
 //
+// Many keys: `GetMany` answers what L1 can and asks L2 for the rest in one
+// pipelined round trip per server; `GetOrLoadMany` adds one loader call for
+// the keys missing from both tiers, with a lease per key across replicas.
+//
 // Writes: `Set` writes L1 and replicates to L2 (queued and pipelined in
 // `MirrorMode::kAsync`, the default; acknowledged before returning in
 // `kSync`). `Delete` removes the L1 copy, lets the writes queued before it
@@ -42,8 +46,14 @@
 // over this replica's lease stub (GetOrLoad), neither of which overwrites
 // newer data there.
 //
+// Time: staleness, expiry and the waits between lease polls are read from
+// `l1.clock` (the real clock by default), so tests drive them with a
+// FakeClock; waits for memcached itself (op_timeout, Flush) are real time.
+//
 // Thread-safe. Bad input (an empty or too-long key, a value over the limits)
 // is InvalidArgument naming the limit, and nothing is written to either tier.
+// L1 is private: values there carry TieredCache's header; read this
+// replica's copy with GetL1Copy and L1's statistics in Stats().l1.
 
 #ifndef TIERCACHE_TIERED_CACHE_H_
 #define TIERCACHE_TIERED_CACHE_H_
