@@ -456,7 +456,7 @@ void EncodeSet(const WireKey& key, const SetRequest& request, const RequestTag& 
   if (request.compare_cas.has_value()) AppendFlag('C', *request.compare_cas, out);
   if (request.invalidate) AppendFlag('I', out);
   // The new CAS lets the caller keep its L1 copy revalidatable. A quiet store
-  // answers only its failures, which carry no CAS: no `c`.
+  // answers only its failures (NS, EX, NF), whose CAS nothing reads: no `c`.
   if (!tag.quiet) AppendFlag('c', out);
   AppendTagAndEnd(tag, out);
   // The data block is length-delimited: its bytes are sent as they are.
@@ -804,6 +804,12 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::MatchClassic(Response* resp
     list_cursor_ = key_end + 1;
     ++list_index_;
     if (key == response->key) {
+      // A gets always answers with the CAS; a VALUE without one answers
+      // some other command (a plain get), not this one.
+      if (!response->cas.has_value()) {
+        return absl::DataLossError(absl::StrCat("VALUE for key ", Quote(response->key),
+                                                " without a CAS answers ", Describe(next_)));
+      }
       response->request = next_;
       response->key_index = index;
       return Progress::kMore;

@@ -138,7 +138,7 @@ struct Response {
     kEnd,           // END: the end of a classic gets
   };
   Code code = Code::kMiss;
-  std::string value;    // kValue only
+  std::string value;    // kValue and kClassicValue only
   std::string message;  // the text of an error line
   // Return flags, when present.
   std::optional<uint32_t> client_flags;  // f
@@ -265,7 +265,9 @@ class RequestBatch {
   size_t Arithmetic(const WireKey& key, const ArithmeticRequest& request);
   // A classic `gets` of `keys` (see EncodeMultiGet): its answers are VALUEs
   // for keys of the list, in its order (a miss is skipped), then END.
-  // REQUIRES: keys not empty, none base64; the batch ends with its marker.
+  // REQUIRES: keys not empty, none base64; no quiet request before it in the
+  // batch (a VALUE carries no token, so it can answer only the oldest
+  // unanswered request); the batch ends with its marker.
   size_t MultiGet(absl::Span<const WireKey> keys);
   // Appends the end marker, after which the batch is complete when its
   // answer arrives. REQUIRES: at least one request; nothing added after it.

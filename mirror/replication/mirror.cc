@@ -1,5 +1,6 @@
 #include "tiercache/mirror.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -89,13 +90,16 @@ class Mirror::Impl {
     // per-write object, and the sender only puts whole batches on the wire.
     std::deque<Batch>& queue = queues_[prepared->server];
     if (queue.empty() || queue.back().writes.size() == options_.max_batch) {
-      // Sized like the last full batch: a batch of large values would
+      // Sized like the last full batch, up to 256 KiB: a batch would
       // otherwise regrow (and copy) its buffer a dozen times while filling.
-      queue.push_back(
-          Batch{core_.NewWriteBatch(prepared->server, options_.max_batch, last_full_batch_bytes_),
-                {},
-                {},
-                {}});
+      // The cap keeps what a mostly empty batch per server holds small (the
+      // queue's byte bound counts encoded bytes, not capacity).
+      constexpr size_t kMaxReserve = 256 << 10;
+      queue.push_back(Batch{core_.NewWriteBatch(prepared->server, options_.max_batch,
+                                                std::min(last_full_batch_bytes_, kMaxReserve)),
+                            {},
+                            {},
+                            {}});
     }
     Batch& batch = queue.back();
     const size_t before = batch.writes.bytes();

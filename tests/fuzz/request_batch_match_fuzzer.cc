@@ -227,6 +227,7 @@ void FuzzOneInput(std::string_view bytes) {
           Fail(absl::StrCat("a VALUE for \"", Escaped(response.key), "\" given to key \"",
                             Escaped(r.list[response.key_index]), "\""));
         }
+        if (!response.cas.has_value()) Fail("a VALUE without a CAS accepted for a gets");
         r.next_index = response.key_index + 1;
       }
     } else if (i == Response::kEndOfBatch) {

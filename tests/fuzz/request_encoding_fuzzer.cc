@@ -127,12 +127,16 @@ class Grammar {
     Expected e;
     e.tokens = {"ms", key_.text, absl::StrCat(set.value.size())};
     if (key_.base64) e.tokens.push_back("b");
-    e.tokens.push_back(absl::StrCat("F", set.client_flags));
-    e.tokens.push_back(absl::StrCat("T", set.ttl));
-    e.tokens.push_back(std::string("M") + static_cast<char>(set.mode));
+    // memcached's defaults (flags 0, TTL 0, mode S) are left out; a quiet
+    // store asks for no CAS.
+    if (set.client_flags != 0) e.tokens.push_back(absl::StrCat("F", set.client_flags));
+    if (set.ttl != 0) e.tokens.push_back(absl::StrCat("T", set.ttl));
+    if (set.mode != StoreMode::kSet) {
+      e.tokens.push_back(std::string("M") + static_cast<char>(set.mode));
+    }
     if (set.compare_cas) e.tokens.push_back(absl::StrCat("C", *set.compare_cas));
     if (set.invalidate) e.tokens.push_back("I");
-    e.tokens.push_back("c");
+    if (!quiet) e.tokens.push_back("c");
     e.data = set.value;
     return End(std::move(e), quiet);
   }

@@ -61,15 +61,20 @@ void CheckWellFormed(const Response& r) {
     Fail(absl::StrCat("a ", r.value.size(), "-byte value passed the ", kMaxValueSize,
                       "-byte limit"));
   }
-  if (r.code != Code::kValue && !r.value.empty()) Fail("a value on a response that is not VA");
+  if (r.code != Code::kValue && r.code != Code::kClassicValue && !r.value.empty()) {
+    Fail("a value on a response that is not VA or VALUE");
+  }
+  if (r.code == Code::kClassicValue && (r.key.empty() || !r.client_flags.has_value())) {
+    Fail("a VALUE without its key or flags");
+  }
   if (!IsErrorLine(r.code) && !r.message.empty())
     Fail("a message on a response that is not an error");
   if (r.message.find('\n') != std::string::npos) Fail("a message holding \\n");
   const bool any_flag = r.client_flags.has_value() || r.cas.has_value() || r.ttl.has_value() ||
                         r.opaque.has_value() || !r.key.empty() || r.key_base64 || r.won ||
                         r.stale || r.lost;
-  if ((IsErrorLine(r.code) || r.code == Code::kNoop) && any_flag) {
-    Fail("return flags on an error line or MN");
+  if ((IsErrorLine(r.code) || r.code == Code::kNoop || r.code == Code::kEnd) && any_flag) {
+    Fail("return flags on an error line, MN or END");
   }
   if (r.code == Code::kMiss && (r.client_flags.has_value() || r.cas.has_value() ||
                                 r.ttl.has_value() || r.won || r.stale || r.lost)) {

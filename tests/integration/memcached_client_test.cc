@@ -189,6 +189,38 @@ TEST_F(MemcachedClientTest, GetManyInOneRoundTrip) {
   EXPECT_EQ((*client_->Get("key0"))->value, "value0");
 }
 
+// 1200 keys on one server: 4 parts of 300 keys, each sent as 3 classic
+// gets of up to 100 keys: every hit must land on its own key, whichever gets
+// and place in it answered it (and misses stay misses), and keys asked twice
+// are answered once each time.
+TEST_F(MemcachedClientTest, GetManyMapsEveryAnswerOfEveryGetsToItsKey) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1200; ++i) {
+    keys.push_back(absl::StrCat("many:", i));
+    if (i % 7 != 3) {
+      ASSERT_TRUE(client_->Set(keys.back(), absl::StrCat("v", i, "-", i * 31)).ok());
+    }
+  }
+  keys.push_back("many:5");  // asked twice
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  absl::StatusOr<absl::flat_hash_map<std::string, Item>> found = client_->GetMany(views);
+  ASSERT_TRUE(found.ok()) << found.status();
+  size_t expected = 0;
+  for (int i = 0; i < 1200; ++i) {
+    const std::string key = absl::StrCat("many:", i);
+    if (i % 7 == 3) {
+      EXPECT_FALSE(found->contains(key)) << key;
+      continue;
+    }
+    ++expected;
+    ASSERT_TRUE(found->contains(key)) << key;
+    EXPECT_EQ(found->at(key).value, absl::StrCat("v", i, "-", i * 31)) << key;
+    EXPECT_NE(found->at(key).cas, 0u) << key;
+  }
+  EXPECT_EQ(found->size(), expected);
+  EXPECT_EQ((*client_->Get("many:0"))->value, "v0-0");  // still in step
+}
+
 TEST_F(MemcachedClientTest, ValuesOverTheItemLimitAreRefused) {
   absl::StatusOr<StoreResult> r = client_->Set("big", std::string(2 << 20, 'x'));
   EXPECT_TRUE(absl::IsInvalidArgument(r.status()));

@@ -1143,6 +1143,13 @@ TEST(RequestBatchTest, AMultiGetRefusesWhatItDidNotAskForOrNotInOrder) {
   EXPECT_THAT(MatchBytes(twice, "VALUE a 0 1 5\r\nx\r\n"), IsOkAndHolds(Progress::kMore));
   EXPECT_THAT(MatchBytes(twice, "VALUE a 0 1 5\r\nx\r\n"),
               FailsWith(absl::StatusCode::kDataLoss, ("out of order")));
+  // A gets always sends the CAS: a VALUE without it answers some other get.
+  RequestBatch no_cas(1);
+  no_cas.MultiGet(keys);
+  no_cas.EndWithMarker();
+  EXPECT_THAT(MatchBytes(no_cas, "VALUE a 0 1\r\nx\r\n"),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "VALUE for key \"a\" without a CAS answers gets \"a b\""));
   // A duplicated answer: after END only the marker's answer may come.
   RequestBatch duplicated(1);
   duplicated.MultiGet(keys);

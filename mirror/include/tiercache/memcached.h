@@ -93,10 +93,10 @@ class MemcachedClient {
   absl::StatusOr<std::optional<Item>> Get(std::string_view key);
   // The hits among `keys`, fetched in one pipelined round trip per server:
   // a classic multi-key `gets` (memcached serves it with less CPU per key
-  // than a meta get each), so an Item from GetMany may carry no expiry
-  // (InfiniteFuture: unknown; Get returns it). A key that needs base64
-  // cannot travel in a `gets`: the keys sent with it go as meta gets, and
-  // their Items have their expiry.
+  // than a meta get each), whose answers carry no TTL: an Item from GetMany
+  // has expiry InfiniteFuture, which here means "not known" (Get returns
+  // it). (A key that needs base64 cannot travel in a `gets`; the keys sent on
+  // the same connection with one go as meta gets and do carry their expiry.)
   absl::StatusOr<absl::flat_hash_map<std::string, Item>> GetMany(
       absl::Span<const std::string_view> keys);
 
