@@ -110,6 +110,23 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
   if (options.connections_per_server == 0) {
     return absl::InvalidArgumentError("connections_per_server must be >= 1");
   }
+  if (options.username.empty() != options.password.empty()) {
+    return absl::InvalidArgumentError(
+        "username and password go together (memcached -Y authentication): give both or neither");
+  }
+  const auto printable = [](std::string_view text) {
+    return std::all_of(text.begin(), text.end(),
+                       [](char c) { return c > ' ' && c < 0x7f; });  // no spaces, no controls
+  };
+  if (!printable(options.username)) {
+    return absl::InvalidArgumentError(
+        "username holds a space, a control or a non-ASCII byte (memcached -Y cannot match it)");
+  }
+  if (!printable(options.password)) {
+    // Not quoted: a secret never appears in a message.
+    return absl::InvalidArgumentError(
+        "password holds a space, a control or a non-ASCII byte (memcached -Y cannot match it)");
+  }
   if (options.key_prefix.size() >= kMaxWireKey) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "key_prefix is %d bytes; memcached keys are at most 250", options.key_prefix.size()));
@@ -121,6 +138,8 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
   connection_options.reconnect_backoff = options.reconnect_backoff;
   connection_options.max_reconnect_backoff = options.max_reconnect_backoff;
   connection_options.max_value_size = options.max_item_size;
+  connection_options.username = options.username;
+  connection_options.password = options.password;
   std::vector<std::string> names;
   for (const std::string& server : options.servers) {
     absl::StatusOr<Endpoint> endpoint = ParseEndpoint(server);
@@ -480,10 +499,9 @@ BatchOutcome ClientCore::Await(WriteTicket& ticket) {
       outcome.refused.emplace_back(r.request, absl::InternalError(absl::StrFormat(
                                                   "memcached refused the write (%s)",
                                                   r.message.empty() ? "not stored" : r.message)));
-    } else {
+    } else if (outcome.status.ok()) {
       // Error lines carry no tag: the write they belong to is unknown.
-      outcome.status = absl::InternalError(
-          absl::StrFormat("memcached refused a write of the batch: %s", r.message));
+      outcome.status = UnexpectedResponse(r, "a replicated write of the batch");
     }
   }
   return outcome;

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 
 namespace tiercache::mirror_internal {
@@ -102,6 +103,56 @@ absl::StatusOr<int> ConnectSocket(const Endpoint& endpoint, absl::Time deadline)
   return fd;
 }
 
+// memcached -Y's ASCII authentication, on a connection nobody else uses yet:
+// `set <any key> 0 0 <len>` with "<user> <password>" as the value, answered
+// STORED, or CLIENT_ERROR authentication failure. Messages name the user and
+// the server, never the password.
+absl::Status Authenticate(int fd, const Endpoint& endpoint, const ConnectionOptions& options,
+                          absl::Time deadline) {
+  const std::string secret = options.username + " " + options.password;
+  std::string request = "set tiercache:auth 0 0 " + std::to_string(secret.size()) + "\r\n";
+  request += secret;
+  request += "\r\n";
+  std::string_view unsent = request;
+  while (!unsent.empty()) {
+    const ssize_t n = ::send(fd, unsent.data(), unsent.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      unsent.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      if (WaitFor(fd, POLLOUT, deadline) > 0) continue;
+    }
+    return absl::UnavailableError(
+        absl::StrFormat("memcached %s: could not send the authentication", endpoint.name));
+  }
+  // The answer is one short line; nothing may follow it (nothing else was asked).
+  std::string answer;
+  char chunk[256];
+  while (answer.find("\r\n") == std::string::npos && answer.size() <= 512) {
+    const int ready = WaitFor(fd, POLLIN, deadline);
+    if (ready == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrFormat("memcached %s did not answer the authentication of user %s in time",
+                          endpoint.name, options.username));
+    }
+    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      return absl::UnavailableError(absl::StrFormat(
+          "memcached %s closed the connection during authentication", endpoint.name));
+    }
+    if (n > 0) answer.append(chunk, static_cast<size_t>(n));
+  }
+  if (answer == "STORED\r\n") return absl::OkStatus();
+  if (answer == "CLIENT_ERROR authentication failure\r\n") {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "authentication failed for user %s on memcached %s", options.username, endpoint.name));
+  }
+  return absl::DataLossError(absl::StrFormat(
+      "memcached %s answered the authentication of user %s with \"%s\" (is it started with -Y?)",
+      endpoint.name, options.username, absl::CHexEscape(answer.substr(0, 80))));
+}
+
 }  // namespace
 
 absl::StatusOr<Endpoint> ParseEndpoint(std::string_view server) {
@@ -158,9 +209,13 @@ Connection::~Connection() {
 std::string Connection::Describe() const { return "memcached " + endpoint_.name; }
 
 absl::Status Connection::DownStatusLocked() const {
-  return absl::UnavailableError(absl::StrFormat(
-      "%s is down (%s); next reconnect attempt in %s", Describe(), last_error_.message(),
-      absl::FormatDuration(absl::Trunc(next_attempt_ - absl::Now(), absl::Milliseconds(1)))));
+  // Refused credentials stay PermissionDenied while the next attempt waits.
+  return absl::Status(
+      absl::IsPermissionDenied(last_error_) ? absl::StatusCode::kPermissionDenied
+                                            : absl::StatusCode::kUnavailable,
+      absl::StrFormat(
+          "%s is down (%s); next reconnect attempt in %s", Describe(), last_error_.message(),
+          absl::FormatDuration(absl::Trunc(next_attempt_ - absl::Now(), absl::Milliseconds(1)))));
 }
 
 absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
@@ -207,6 +262,13 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
     mu_.unlock();
     absl::StatusOr<int> fd =
         ConnectSocket(endpoint_, std::min(deadline, absl::Now() + options_.connect_timeout));
+    if (fd.ok() && !options_.username.empty()) {
+      // Before the socket is published: nothing else can be sent on it first.
+      if (absl::Status s = Authenticate(*fd, endpoint_, options_, deadline); !s.ok()) {
+        ::close(*fd);
+        fd = s;
+      }
+    }
     mu_.lock();
     connecting_ = false;
     changed_.notify_all();
@@ -220,6 +282,11 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
       return absl::OkStatus();
     }
     ResetLocked(fd.status());
+    if (absl::IsPermissionDenied(fd.status())) {
+      // Refused credentials: no quick retries against the server.
+      next_attempt_ = absl::Now() + options_.max_reconnect_backoff;
+      return fd.status();
+    }
     return absl::UnavailableError(fd.status().message());
   }
 }
@@ -289,6 +356,14 @@ void Connection::DispatchLocked() {
     Exchange& exchange = *pending_.front();
     absl::StatusOr<RequestBatch::Progress> progress = exchange.batch.Match(&response);
     if (!progress.ok()) {
+      if (absl::IsPermissionDenied(progress.status())) {
+        // memcached -Y and no credentials: it refused the first request and
+        // drops the rest of what was sent. Retrying soon cannot help.
+        ResetLocked(absl::PermissionDeniedError(
+            absl::StrFormat("%s: %s", Describe(), progress.status().message())));
+        next_attempt_ = absl::Now() + options_.max_reconnect_backoff;
+        return;
+      }
       ResetLocked(absl::DataLossError(absl::StrFormat("%s: %s; the connection is closed",
                                                       Describe(), progress.status().message())),
                   Retry::kAtOnce);

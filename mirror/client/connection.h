@@ -35,7 +35,11 @@
 //     answer is still missing the connection is replaced;
 //   - no caller waits past its deadline: the lock itself is a timed mutex,
 //     and a caller that gives up leaves its exchange to be answered and
-//     dropped, keeping the stream in step.
+//     dropped, keeping the stream in step;
+//   - with credentials, a new connection authenticates before it is
+//     published (no request can be sent on it before): refused credentials
+//     are PermissionDenied, and the next attempt waits max_reconnect_backoff
+//     (credentials do not fix themselves in milliseconds).
 
 #ifndef TIERCACHE_MIRROR_CLIENT_CONNECTION_H_
 #define TIERCACHE_MIRROR_CLIENT_CONNECTION_H_
@@ -74,6 +78,10 @@ struct ConnectionOptions {
   absl::Duration reconnect_backoff = absl::Milliseconds(20);
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
   size_t max_value_size = 64 << 20;
+  // memcached's ASCII authentication (memcached -Y): sent first on every new
+  // connection when `username` is not empty. Never part of a message.
+  std::string username;
+  std::string password;
 };
 
 class Connection {

@@ -729,6 +729,14 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
     return MatchClassic(response);
   }
   if (IsErrorLine(response->code)) {
+    if (response->code == Code::kClientError && response->message == "unauthenticated") {
+      // memcached -Y refuses the first request of a connection that has not
+      // authenticated and drops everything sent after it: the stream cannot
+      // go on, and it is the credentials, not the wire, that are wrong.
+      return absl::PermissionDeniedError(
+          "memcached requires authentication (MemcachedOptions::username and password); the "
+          "connection is closed");
+    }
     if (!IsInStepError(*response)) {
       const std::string line =
           absl::StrCat(AsAbsl(CodeName(response->code)), response->message.empty() ? "" : " ",

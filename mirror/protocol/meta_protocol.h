@@ -237,7 +237,9 @@ enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker, kMu
 //     framed — memcached then reads the rest of it as a new command and
 //     answers that too — so it is DataLoss like a mismatch.
 // A DataLoss from Match means the stream no longer follows the requests: the
-// connection must be closed and nothing more read from it.
+// connection must be closed and nothing more read from it. PermissionDenied
+// means the same, for a reason the caller must fix: memcached -Y answered
+// CLIENT_ERROR unauthenticated (it then drops the rest of the stream).
 class RequestBatch {
  public:
   // Request i carries the token first_opaque + i, and the end marker the

@@ -189,7 +189,12 @@ void FuzzOneInput(std::string_view bytes) {
     const Code code = response.code;
     absl::StatusOr<Progress> progress = batch.Match(&response);
     if (!progress.ok()) {
-      if (progress.status().code() != absl::StatusCode::kDataLoss) {
+      // memcached -Y's refusal of an unauthenticated connection is the one
+      // refusal that is not DataLoss.
+      const bool unauthenticated =
+          code == Code::kClientError && response.message == "unauthenticated";
+      if (unauthenticated != (progress.status().code() == absl::StatusCode::kPermissionDenied) ||
+          (!unauthenticated && progress.status().code() != absl::StatusCode::kDataLoss)) {
         Fail(absl::StrCat("a refusal that is not DataLoss: ", progress.status().ToString()));
       }
       return;

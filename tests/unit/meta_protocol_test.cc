@@ -1046,6 +1046,17 @@ TEST(RequestBatchTest, AnErrorThatShowsAMisreadRequestIsDataLoss) {
                        "due: it did not read a request as it was sent"));
 }
 
+// memcached -Y answers the first request of an unauthenticated connection
+// with this line and drops the rest: not in step, and not the wire's fault.
+TEST(RequestBatchTest, UnauthenticatedIsPermissionDenied) {
+  RequestBatch batch(1);
+  batch.Get(Key("a"), GetRequest{}, /*quiet=*/true);
+  batch.EndWithMarker();
+  EXPECT_THAT(MatchBytes(batch, "CLIENT_ERROR unauthenticated\r\n"),
+              FailsWith(absl::StatusCode::kPermissionDenied, "requires authentication"));
+  EXPECT_FALSE(IsInStepError(Parse("CLIENT_ERROR unauthenticated\r\n")));
+}
+
 TEST(RequestBatchTest, InStepErrors) {
   EXPECT_TRUE(
       IsInStepError(Parse("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")));

@@ -71,6 +71,13 @@ struct MemcachedOptions {
   // failed attempt up to the maximum, +-50% jitter.
   absl::Duration reconnect_backoff = absl::Milliseconds(20);
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
+  // memcached's ASCII authentication (memcached -Y <authfile>): sent first
+  // on every new connection, before anything else. Both or neither; no
+  // spaces or control bytes. Refused credentials are PermissionDenied
+  // ("authentication failed for user X on memcached Y"), and the next attempt
+  // waits max_reconnect_backoff. The password never appears in a message.
+  std::string username;
+  std::string password;
 };
 
 class MemcachedClient;
