@@ -139,6 +139,11 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
   connection_options.max_reconnect_backoff = options.max_reconnect_backoff;
   connection_options.max_value_size = options.max_item_size;
   connection_options.username = options.username;
+  if (options.tls.enable) {
+    absl::StatusOr<std::shared_ptr<TlsContext>> tls = TlsContext::Create(options.tls);
+    if (!tls.ok()) return tls.status();
+    connection_options.tls = *std::move(tls);
+  }
   connection_options.password = options.password;
   std::vector<std::string> names;
   for (const std::string& server : options.servers) {

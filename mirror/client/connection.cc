@@ -26,12 +26,15 @@ constexpr size_t kReadChunk = 64 * 1024;
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-// Milliseconds for poll(), rounded up so a wait never ends early, capped.
-int PollTimeout(absl::Time deadline) {
-  const absl::Duration left = deadline - absl::Now();
-  if (left <= absl::ZeroDuration()) return 0;
-  return static_cast<int>(std::min<int64_t>(
-      absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 1 << 30));
+// How long a reader over TLS waits in silence before it kicks the session
+// (TlsStream::Kick). Short: each kick lets memcached read one more record.
+constexpr absl::Duration kTlsKickInterval = absl::Microseconds(500);
+
+// The time left until `deadline` for ppoll(): to the microsecond (a TLS
+// reader waits slices well under a millisecond), never negative.
+timespec PollTimeout(absl::Time deadline) {
+  const absl::Duration left = std::max(deadline - absl::Now(), absl::ZeroDuration());
+  return absl::ToTimespec(std::min(left, absl::Hours(24)));
 }
 
 // Waits until `fd` is ready for `events` or the deadline passes. Returns the
@@ -39,7 +42,8 @@ int PollTimeout(absl::Time deadline) {
 int WaitFor(int fd, short events, absl::Time deadline) {
   while (true) {
     pollfd p{fd, events, 0};
-    const int n = ::poll(&p, 1, PollTimeout(deadline));
+    const timespec timeout = PollTimeout(deadline);
+    const int n = ::ppoll(&p, 1, &timeout, nullptr);
     if (n > 0) return p.revents;
     if (n == 0) return 0;
     if (errno != EINTR) return -1;
@@ -103,25 +107,78 @@ absl::StatusOr<int> ConnectSocket(const Endpoint& endpoint, absl::Time deadline)
   return fd;
 }
 
+// One non-blocking send or receive on a socket, plain or through its TLS
+// session: n > 0 bytes moved; n == 0 the peer closed; n < 0 with `error`
+// EAGAIN (wait for `wait_for`), EINTR, another errno, or EIO with the TLS
+// layer's `tls_error`.
+struct IoResult {
+  ssize_t n = -1;
+  int error = 0;
+  short wait_for = POLLIN;
+  absl::Status tls_error;
+};
+
+IoResult FromTls(const TlsStream::Io& io) {
+  IoResult r;
+  switch (io.kind) {
+    case TlsStream::Io::Kind::kDone:
+      r.n = static_cast<ssize_t>(io.bytes);
+      break;
+    case TlsStream::Io::Kind::kWantRead:
+      r.error = EAGAIN;
+      r.wait_for = POLLIN;
+      break;
+    case TlsStream::Io::Kind::kWantWrite:
+      r.error = EAGAIN;
+      r.wait_for = POLLOUT;
+      break;
+    case TlsStream::Io::Kind::kClosed:
+      r.n = 0;
+      break;
+    case TlsStream::Io::Kind::kError:
+      r.error = EIO;
+      r.tls_error = io.error;
+      break;
+  }
+  return r;
+}
+
+IoResult SendSome(int fd, TlsStream* tls, std::string_view bytes) {
+  if (tls != nullptr) return FromTls(tls->Write(bytes));
+  IoResult r;
+  r.n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  if (r.n < 0) r.error = errno == EWOULDBLOCK ? EAGAIN : errno;
+  r.wait_for = POLLOUT;
+  return r;
+}
+
+IoResult ReceiveSome(int fd, TlsStream* tls, char* buffer, size_t size) {
+  if (tls != nullptr) return FromTls(tls->Read(buffer, size));
+  IoResult r;
+  r.n = ::recv(fd, buffer, size, MSG_DONTWAIT);
+  if (r.n < 0) r.error = errno == EWOULDBLOCK ? EAGAIN : errno;
+  return r;
+}
+
 // memcached -Y's ASCII authentication, on a connection nobody else uses yet:
 // `set <any key> 0 0 <len>` with "<user> <password>" as the value, answered
 // STORED, or CLIENT_ERROR authentication failure. Messages name the user and
 // the server, never the password.
-absl::Status Authenticate(int fd, const Endpoint& endpoint, const ConnectionOptions& options,
-                          absl::Time deadline) {
+absl::Status Authenticate(int fd, TlsStream* tls, const Endpoint& endpoint,
+                          const ConnectionOptions& options, absl::Time deadline) {
   const std::string secret = options.username + " " + options.password;
   std::string request = "set tiercache:auth 0 0 " + std::to_string(secret.size()) + "\r\n";
   request += secret;
   request += "\r\n";
   std::string_view unsent = request;
   while (!unsent.empty()) {
-    const ssize_t n = ::send(fd, unsent.data(), unsent.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      unsent.remove_prefix(static_cast<size_t>(n));
+    const IoResult r = SendSome(fd, tls, unsent);
+    if (r.n > 0) {
+      unsent.remove_prefix(static_cast<size_t>(r.n));
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      if (WaitFor(fd, POLLOUT, deadline) > 0) continue;
+    if (r.n < 0 && (r.error == EAGAIN || r.error == EINTR)) {
+      if (WaitFor(fd, r.wait_for, deadline) > 0) continue;
     }
     return absl::UnavailableError(
         absl::StrFormat("memcached %s: could not send the authentication", endpoint.name));
@@ -129,19 +186,22 @@ absl::Status Authenticate(int fd, const Endpoint& endpoint, const ConnectionOpti
   // The answer is one short line; nothing may follow it (nothing else was asked).
   std::string answer;
   char chunk[256];
+  short wait_for = POLLIN;
   while (answer.find("\r\n") == std::string::npos && answer.size() <= 512) {
-    const int ready = WaitFor(fd, POLLIN, deadline);
-    if (ready == 0) {
+    const bool buffered = tls != nullptr && tls->HasPending();
+    if (!buffered && WaitFor(fd, wait_for, deadline) == 0) {
       return absl::DeadlineExceededError(
           absl::StrFormat("memcached %s did not answer the authentication of user %s in time",
                           endpoint.name, options.username));
     }
-    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    const IoResult r = ReceiveSome(fd, tls, chunk, sizeof(chunk));
+    if (!r.tls_error.ok()) return r.tls_error;
+    if (r.n == 0 || (r.n < 0 && r.error != EAGAIN && r.error != EINTR)) {
       return absl::UnavailableError(absl::StrFormat(
           "memcached %s closed the connection during authentication", endpoint.name));
     }
-    if (n > 0) answer.append(chunk, static_cast<size_t>(n));
+    wait_for = r.n < 0 ? r.wait_for : POLLIN;
+    if (r.n > 0) answer.append(chunk, static_cast<size_t>(r.n));
   }
   if (answer == "STORED\r\n") return absl::OkStatus();
   if (answer == "CLIENT_ERROR authentication failure\r\n") {
@@ -243,10 +303,19 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
       // nothing we asked: none of them may be read as the answer to the
       // request about to be sent, so they replace it too.
       char byte;
-      const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || parser_.buffered() != 0) {
-        CloseSocketLocked();
+      bool replace = parser_.buffered() != 0;
+      if (tls_ != nullptr) {
+        // Through the session: a TLS 1.3 server sends session tickets after
+        // the handshake, which are not bytes anybody asked for but are no
+        // answer either. Only application data or a closed session count.
+        const TlsStream::Io io = tls_->Read(&byte, 1);
+        replace = replace || (io.kind != TlsStream::Io::Kind::kWantRead &&
+                              io.kind != TlsStream::Io::Kind::kWantWrite);
+      } else {
+        const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        replace = replace || n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
       }
+      if (replace) CloseSocketLocked();
     }
     if (fd_ >= 0) return absl::OkStatus();
     if (connecting_) {  // another caller is connecting: wait for its outcome
@@ -262,9 +331,23 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
     mu_.unlock();
     absl::StatusOr<int> fd =
         ConnectSocket(endpoint_, std::min(deadline, absl::Now() + options_.connect_timeout));
+    // TLS, then authentication, before the socket is published: nothing else
+    // can be sent on it first, and never in plaintext when TLS is on.
+    std::shared_ptr<TlsStream> tls;
+    if (fd.ok() && options_.tls != nullptr) {
+      absl::StatusOr<std::unique_ptr<TlsStream>> stream =
+          TlsStream::Handshake(options_.tls, *fd, endpoint_.host, endpoint_.name,
+                               std::min(deadline, absl::Now() + options_.connect_timeout));
+      if (stream.ok()) {
+        tls = *std::move(stream);
+      } else {
+        ::close(*fd);
+        fd = stream.status();
+      }
+    }
     if (fd.ok() && !options_.username.empty()) {
-      // Before the socket is published: nothing else can be sent on it first.
-      if (absl::Status s = Authenticate(*fd, endpoint_, options_, deadline); !s.ok()) {
+      if (absl::Status s = Authenticate(*fd, tls.get(), endpoint_, options_, deadline); !s.ok()) {
+        tls.reset();
         ::close(*fd);
         fd = s;
       }
@@ -274,6 +357,7 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
     changed_.notify_all();
     if (fd.ok()) {
       fd_ = *fd;
+      tls_ = std::move(tls);
       ++generation_;
       parser_.Reset();
       backoff_ = options_.reconnect_backoff;
@@ -293,14 +377,14 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
 
 absl::Status Connection::SendLocked(std::string_view bytes, absl::Time deadline) {
   while (!bytes.empty()) {
-    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      bytes.remove_prefix(static_cast<size_t>(n));
+    const IoResult r = SendSome(fd_, tls_.get(), bytes);
+    if (r.n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(r.n));
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const int ready = WaitFor(fd_, POLLOUT, deadline);
+    if (r.n < 0 && r.error == EINTR) continue;
+    if (r.n < 0 && r.error == EAGAIN) {
+      const int ready = WaitFor(fd_, r.wait_for, deadline);
       if (ready > 0) continue;
       if (ready == 0) {
         // Part of a request may be on the wire: the stream cannot go on.
@@ -310,8 +394,12 @@ absl::Status Connection::SendLocked(std::string_view bytes, absl::Time deadline)
         return why;
       }
     }
-    absl::Status why = absl::UnavailableError(
-        absl::StrFormat("%s: send failed: %s", Describe(), ErrnoText(errno)));
+    absl::Status why =
+        !r.tls_error.ok() ? r.tls_error
+        : r.n == 0
+            ? absl::UnavailableError(absl::StrFormat("%s closed the TLS session", Describe()))
+            : absl::UnavailableError(
+                  absl::StrFormat("%s: send failed: %s", Describe(), ErrnoText(r.error)));
     ResetLocked(why);
     return why;
   }
@@ -383,17 +471,21 @@ bool Connection::OverdueLocked() const {
 void Connection::ReadAvailableLocked() {
   read_buffer_.resize(kReadChunk);
   while (fd_ >= 0) {
-    const ssize_t received = ::recv(fd_, read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
-    if (received > 0) {
-      parser_.Feed(std::string_view(read_buffer_.data(), static_cast<size_t>(received)));
+    const IoResult r = ReceiveSome(fd_, tls_.get(), read_buffer_.data(), read_buffer_.size());
+    if (r.n > 0) {
+      parser_.Feed(std::string_view(read_buffer_.data(), static_cast<size_t>(r.n)));
       DispatchLocked();
       continue;
     }
-    if (received < 0 && errno == EINTR) continue;
-    if (received < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (r.n < 0 && r.error == EINTR) continue;
+    if (r.n < 0 && r.error == EAGAIN) return;
+    if (!r.tls_error.ok()) {
+      ResetLocked(r.tls_error);
+      return;
+    }
     ResetLocked(absl::UnavailableError(
-        received == 0 ? absl::StrFormat("%s closed the connection", Describe())
-                      : absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(errno))));
+        r.n == 0 ? absl::StrFormat("%s closed the connection", Describe())
+                 : absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(r.error))));
     return;
   }
 }
@@ -412,6 +504,7 @@ void Connection::CloseSocketLocked() {
     }
   }
   fd_ = -1;
+  tls_.reset();  // a reader holds its own reference until it is done
   ++generation_;
   parser_.Reset();
 }
@@ -480,15 +573,34 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
     reader_active_ = true;
     const int fd = fd_;
     reader_fd_ = fd;
+    const std::shared_ptr<TlsStream> tls = tls_;
     const uint64_t generation = generation_;
     lock.unlock();
     read_buffer_.resize(kReadChunk);
     ssize_t received = -1;
     int error = 0;
-    const int ready = WaitFor(fd, POLLIN, deadline);
+    absl::Status tls_error;
+    // Bytes a TLS session has already decrypted are invisible to poll().
+    // Over TLS the wait is cut into short slices, each silent one ended by a
+    // kick (TlsStream::Kick: memcached 1.6.18 leaves pipelined records
+    // unread until more bytes arrive).
+    int ready = 0;
+    if (tls != nullptr && tls->HasPending()) {
+      ready = POLLIN;
+    } else if (tls != nullptr) {
+      ready = WaitFor(fd, POLLIN, std::min(deadline, absl::Now() + kTlsKickInterval));
+      if (ready == 0 && absl::Now() < deadline) {
+        tls->Kick();
+        error = EAGAIN;  // not a timeout: wait again
+      }
+    } else {
+      ready = WaitFor(fd, POLLIN, deadline);
+    }
     if (ready > 0) {
-      received = ::recv(fd, read_buffer_.data(), read_buffer_.size(), MSG_DONTWAIT);
-      if (received < 0) error = errno;
+      IoResult r = ReceiveSome(fd, tls.get(), read_buffer_.data(), read_buffer_.size());
+      received = r.n;
+      error = r.error;
+      tls_error = std::move(r.tls_error);
     }
     lock.lock();
     reader_active_ = false;
@@ -503,10 +615,12 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
       } else if (received == 0) {
         ResetLocked(
             absl::UnavailableError(absl::StrFormat("%s closed the connection", Describe())));
+      } else if (!tls_error.ok()) {
+        ResetLocked(tls_error);
       } else if (ready > 0 && error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
         ResetLocked(absl::UnavailableError(
             absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(error))));
-      } else if (ready == 0 && !pending_.empty() &&
+      } else if (ready == 0 && error != EAGAIN && !pending_.empty() &&
                  absl::Now() - pending_.front()->sent >= options_.op_timeout) {
         // Nothing for a whole op_timeout while a request waits: the server
         // is hung or unreachable. Fail everything now; the next calls fail

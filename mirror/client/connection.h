@@ -58,6 +58,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/tls.h"
 #include "mutex.h"
 #include "protocol/meta_protocol.h"
 
@@ -78,8 +79,12 @@ struct ConnectionOptions {
   absl::Duration reconnect_backoff = absl::Milliseconds(20);
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
   size_t max_value_size = 64 << 20;
+  // TLS (memcached -Z) when set: every new connection completes its
+  // handshake, verified as the context says, before anything is sent.
+  std::shared_ptr<TlsContext> tls;
   // memcached's ASCII authentication (memcached -Y): sent first on every new
-  // connection when `username` is not empty. Never part of a message.
+  // connection when `username` is not empty (over TLS when TLS is on). Never
+  // part of a message.
   std::string username;
   std::string password;
 };
@@ -160,6 +165,9 @@ class Connection {
   common_internal::Mutex mu_;
   std::condition_variable_any changed_;  // a connection attempt ended
   int fd_ ABSL_GUARDED_BY(mu_) = -1;
+  // The TLS session on fd_ (null without TLS). Shared: a reader reading
+  // outside the lock keeps the one it started with alive, as it keeps its fd.
+  std::shared_ptr<TlsStream> tls_ ABSL_GUARDED_BY(mu_);
   // Bumped by every reset: a reader's fd may be stale.
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool connecting_ ABSL_GUARDED_BY(mu_) = false;

@@ -20,6 +20,7 @@ TIERCACHE_PACKAGES=(
   libabsl-dev robin-map-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   memcached libmemcached-dev python3-pymemcache libmd-dev
+  libssl-dev openssl  # TLS to memcached; openssl makes the tests' certificates
   clang-format
   clang libclang-rt-14-dev  # libFuzzer: scripts/fuzz
 )

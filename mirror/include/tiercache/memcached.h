@@ -50,6 +50,20 @@
 
 namespace tiercache {
 
+// TLS to memcached (memcached -Z), OpenSSL 3: TLS 1.2 at least, the server's
+// certificate chain and name verified unless verify_peer is false. A failure
+// (unknown CA, expired or mismatched certificate, a plaintext server) is an
+// error naming the cause with OpenSSL's reason, never a fallback to
+// plaintext and never a miss.
+struct TlsOptions {
+  bool enable = false;
+  std::string ca_file;    // PEM bundle that must have signed the server; empty: system store
+  std::string cert_file;  // client certificate for mutual TLS (optional; with key_file)
+  std::string key_file;
+  std::string server_name;  // SNI and the name checked; empty: the host of the server entry
+  bool verify_peer = true;
+};
+
 struct MemcachedOptions {
   // "host:port" (IPv4, IPv6 in brackets, or a name) or a unix socket path
   // (anything starting with '/'). Several servers form a pool.
@@ -71,6 +85,8 @@ struct MemcachedOptions {
   // failed attempt up to the maximum, +-50% jitter.
   absl::Duration reconnect_backoff = absl::Milliseconds(20);
   absl::Duration max_reconnect_backoff = absl::Seconds(2);
+  // TLS for every connection of the pool (see TlsOptions).
+  TlsOptions tls;
   // memcached's ASCII authentication (memcached -Y <authfile>): sent first
   // on every new connection, before anything else. Both or neither; no
   // spaces or control bytes. Refused credentials are PermissionDenied
