@@ -8,20 +8,22 @@
 #include "gtest/gtest.h"
 #include "memcached_server.h"
 #include "tiercache/memcached.h"
+#include "tls_certificates.h"
 
 namespace tiercache {
 namespace {
 
 constexpr uint32_t kBytes = 0, kInt = 2, kText = 16;  // pymemcache's serde flags
 
-TEST(PymemcacheInteropTest, ValuesCrossBothWays) {
+// Writes tc_* with tiercache, has pymemcache check them and write py_*, and
+// checks those. `ca`: both sides over TLS, pymemcache verifying with it.
+void ValuesCrossBothWays(const testing::MemcachedServer& server, MemcachedOptions options,
+                         const std::string& ca) {
   // Debian installs pymemcache for the system interpreter only.
   if (std::system("/usr/bin/python3 -c 'import pymemcache' 2>/dev/null") != 0) {
     GTEST_FAIL() << "python3-pymemcache is not installed for /usr/bin/python3";
   }
-  testing::MemcachedServer server;
   ASSERT_TRUE(server.running());
-  MemcachedOptions options;
   options.servers = {server.address()};
   auto client = MemcachedClient::Create(options);
   ASSERT_TRUE(client.ok()) << client.status();
@@ -34,7 +36,8 @@ TEST(PymemcacheInteropTest, ValuesCrossBothWays) {
   ASSERT_TRUE((*client)->Set("tc_int", "42", {std::nullopt, kInt}).ok());
 
   const std::string command = std::string("/usr/bin/python3 ") + TIERCACHE_PYMEMCACHE_PEER +
-                              " 127.0.0.1 " + std::to_string(server.port());
+                              " 127.0.0.1 " + std::to_string(server.port()) +
+                              (ca.empty() ? "" : " " + ca);
   ASSERT_EQ(std::system(command.c_str()), 0) << "pymemcache disagreed: see its output above";
 
   absl::StatusOr<std::optional<Item>> bytes = (*client)->Get("py_bytes");
@@ -49,6 +52,21 @@ TEST(PymemcacheInteropTest, ValuesCrossBothWays) {
   ASSERT_TRUE(number.ok() && number->has_value());
   EXPECT_EQ((*number)->value, "7");
   EXPECT_EQ((*number)->flags, kInt);
+}
+
+TEST(PymemcacheInteropTest, ValuesCrossBothWays) {
+  testing::MemcachedServer server;
+  ValuesCrossBothWays(server, MemcachedOptions{}, "");
+}
+
+TEST(PymemcacheInteropTest, ValuesCrossBothWaysOverTls) {
+  testing::TlsCertificates certificates;
+  ASSERT_TRUE(certificates.ok());
+  testing::MemcachedServer server({false, certificates.ServerArgs()});
+  MemcachedOptions options;
+  options.tls.enable = true;
+  options.tls.ca_file = certificates.ca();
+  ValuesCrossBothWays(server, options, certificates.ca());
 }
 
 }  // namespace
