@@ -80,7 +80,7 @@ c.set("py:key", b"x" * 100)
 t = []
 for _ in range(%d):
     s = time.perf_counter_ns(); c.get("py:key"); t.append(time.perf_counter_ns() - s)
-print(statistics.median(t) / 1000.0)",
+print(statistics.median(t) / 1000.0))",
       tls ? "True" : "False", ca, host, port, gets);
   const std::string command = "/usr/bin/python3 -c '" + script + "' 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
