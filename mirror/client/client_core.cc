@@ -149,6 +149,12 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
   for (const std::string& server : options.servers) {
     absl::StatusOr<Endpoint> endpoint = ParseEndpoint(server);
     if (!endpoint.ok()) return endpoint.status();
+    if (options.tls.enable && options.tls.verify_peer && endpoint->is_unix &&
+        options.tls.server_name.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "TLS to the unix socket %s: set tls.server_name to the name its certificate holds",
+          server));
+    }
     auto entry = std::make_unique<Server>();
     for (size_t i = 0; i < options.connections_per_server; ++i) {
       entry->connections.push_back(std::make_unique<Connection>(*endpoint, connection_options));

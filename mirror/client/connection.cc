@@ -167,7 +167,10 @@ IoResult ReceiveSome(int fd, TlsStream* tls, char* buffer, size_t size) {
 absl::Status Authenticate(int fd, TlsStream* tls, const Endpoint& endpoint,
                           const ConnectionOptions& options, absl::Time deadline) {
   const std::string secret = options.username + " " + options.password;
-  std::string request = "set tiercache:auth 0 0 " + std::to_string(secret.size()) + "\r\n";
+  // Exptime -1: memcached -Y ignores it, and a server started without -Y
+  // (a misconfiguration) stores the credentials already expired, so no
+  // client can read them back.
+  std::string request = "set tiercache:auth 0 -1 " + std::to_string(secret.size()) + "\r\n";
   request += secret;
   request += "\r\n";
   std::string_view unsent = request;
@@ -208,9 +211,19 @@ absl::Status Authenticate(int fd, TlsStream* tls, const Endpoint& endpoint,
     return absl::PermissionDeniedError(absl::StrFormat(
         "authentication failed for user %s on memcached %s", options.username, endpoint.name));
   }
+  // Quote the first line only, and never the password: a server that is not
+  // memcached may echo what it was sent (Redis names the arguments of an
+  // unknown command).
+  std::string first_line = answer.substr(0, std::min(answer.find("\r\n"), size_t{80}));
+  for (size_t at = first_line.find(options.password);
+       !options.password.empty() && at != std::string::npos;
+       at = first_line.find(options.password)) {
+    first_line.replace(at, options.password.size(), "<password>");
+  }
   return absl::DataLossError(absl::StrFormat(
-      "memcached %s answered the authentication of user %s with \"%s\" (is it started with -Y?)",
-      endpoint.name, options.username, absl::CHexEscape(answer.substr(0, 80))));
+      "memcached %s answered the authentication of user %s with \"%s\" (is it memcached, "
+      "started with -Y?)",
+      endpoint.name, options.username, absl::CHexEscape(first_line)));
 }
 
 }  // namespace
@@ -601,6 +614,11 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
       received = r.n;
       error = r.error;
       tls_error = std::move(r.tls_error);
+      // A session that must send before it can read (a kick's KeyUpdate
+      // still unsent): wait until the socket takes it, not for input.
+      if (received < 0 && error == EAGAIN && r.wait_for == POLLOUT) {
+        (void)WaitFor(fd, POLLOUT, std::min(deadline, absl::Now() + kTlsKickInterval));
+      }
     }
     lock.lock();
     reader_active_ = false;

@@ -6,6 +6,8 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -41,6 +43,35 @@ bool WaitUntilReady(int fd, short events, absl::Time deadline) {
     if (n == 0) return false;
     if (errno != EINTR) return false;
   }
+}
+
+// OpenSSL's socket BIO writes with write(): a peer that reset the
+// connection would raise SIGPIPE and kill the process. This BIO is the
+// socket BIO but for its write, which is send() with MSG_NOSIGNAL, as the
+// plaintext path sends.
+int SendNoSignal(BIO* bio, const char* data, int size) {
+  const int fd = static_cast<int>(BIO_get_fd(bio, nullptr));
+  BIO_clear_retry_flags(bio);
+  const ssize_t n = ::send(fd, data, static_cast<size_t>(size), MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    BIO_set_retry_write(bio);
+  }
+  return static_cast<int>(n);
+}
+
+const BIO_METHOD* NoSignalSocketMethod() {
+  static const BIO_METHOD* const method = [] {
+    const BIO_METHOD* socket = BIO_s_socket();
+    BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOCKET, "tiercache socket (MSG_NOSIGNAL)");
+    BIO_meth_set_write(m, SendNoSignal);
+    BIO_meth_set_read(m, BIO_meth_get_read(socket));
+    BIO_meth_set_puts(m, BIO_meth_get_puts(socket));
+    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(socket));
+    BIO_meth_set_create(m, BIO_meth_get_create(socket));
+    BIO_meth_set_destroy(m, BIO_meth_get_destroy(socket));
+    return m;
+  }();
+  return method;
 }
 
 bool IsIpAddress(std::string_view host) {
@@ -126,7 +157,12 @@ absl::StatusOr<std::unique_ptr<TlsStream>> TlsStream::Handshake(std::shared_ptr<
           absl::StrFormat("TLS: cannot check the server name '%s': %s", name, OpenSslErrors()));
     }
   }
-  SSL_set_fd(ssl, fd);
+  BIO* bio = BIO_new(NoSignalSocketMethod());
+  if (bio == nullptr) {
+    return absl::InternalError("TLS: cannot create a socket BIO: " + OpenSslErrors());
+  }
+  BIO_set_fd(bio, fd, BIO_NOCLOSE);
+  SSL_set_bio(ssl, bio, bio);  // the session owns it now
   while (true) {
     ERR_clear_error();
     const int ret = SSL_connect(ssl);
@@ -141,9 +177,10 @@ absl::StatusOr<std::unique_ptr<TlsStream>> TlsStream::Handshake(std::shared_ptr<
     }
     std::string why = OpenSslErrors();
     const long verify = SSL_get_verify_result(ssl);
-    if (verify != X509_V_OK) {
+    if (options.verify_peer && verify != X509_V_OK) {
       why = absl::StrFormat("%s (certificate: %s)", why, X509_verify_cert_error_string(verify));
     }
+    if (error == SSL_ERROR_SYSCALL && errno != 0) why += absl::StrFormat(" (%s)", strerror(errno));
     if (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_ZERO_RETURN) {
       why +=
           "; the server closed the connection during the handshake (is it started with TLS, "
@@ -218,7 +255,10 @@ void TlsStream::Kick() {
 
 bool TlsStream::HasPending() {
   std::lock_guard<std::mutex> hold(mu_);
-  return SSL_has_pending(ssl_) == 1;
+  // Decrypted bytes only: SSL_has_pending also counts part of a record whose
+  // rest is still on the socket, and a reader that skipped poll() for it
+  // would spin until the rest arrives.
+  return SSL_pending(ssl_) > 0;
 }
 
 }  // namespace tiercache::mirror_internal

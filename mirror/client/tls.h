@@ -80,7 +80,8 @@ class TlsStream {
   Io Read(char* buffer, size_t size);
   Io Write(std::string_view bytes);
   // Decrypted bytes already inside the session: a reader must take them
-  // before it waits on the socket (poll cannot see them).
+  // before it waits on the socket (poll cannot see them). Part of a record
+  // does not count: its rest is on the socket, where poll sees it.
   bool HasPending();
   // Sends a TLS 1.3 KeyUpdate: a record with no application data, which
   // memcached's TLS layer consumes without answering. Why: memcached 1.6.18

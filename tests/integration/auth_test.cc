@@ -64,9 +64,15 @@ class AuthTest : public ::testing::Test {
     options.max_reconnect_backoff = absl::Milliseconds(200);
     return options;
   }
-  std::unique_ptr<MemcachedClient> Client(std::string_view user, std::string_view password) {
-    auto client = MemcachedClient::Create(Options(user, password));
-    EXPECT_TRUE(client.ok()) << client.status();
+  std::unique_ptr<MemcachedClient> Client(std::string_view user, std::string_view password,
+                                          absl::Duration max_backoff = absl::Milliseconds(200)) {
+    MemcachedOptions options = Options(user, password);
+    options.max_reconnect_backoff = max_backoff;
+    auto client = MemcachedClient::Create(options);
+    if (!client.ok()) {
+      ADD_FAILURE() << client.status();
+      return nullptr;
+    }
     return *std::move(client);
   }
 
@@ -108,7 +114,9 @@ TEST_F(AuthTest, EveryOperationWorksWithTheRightCredentials) {
 }
 
 TEST_F(AuthTest, AWrongPasswordIsPermissionDeniedAndNotRetriedAtOnce) {
-  auto client = Client(kUser, "wrong-password");
+  // A long backoff, so that "at once" below has room on a loaded machine.
+  auto client = Client(kUser, "wrong-password", absl::Seconds(5));
+  ASSERT_NE(client, nullptr);
   absl::StatusOr<std::optional<Item>> item = client->Get("k");
   EXPECT_TRUE(absl::IsPermissionDenied(item.status())) << item.status();
   const std::string message(item.status().message());
@@ -119,7 +127,7 @@ TEST_F(AuthTest, AWrongPasswordIsPermissionDeniedAndNotRetriedAtOnce) {
   // the cause, without trying the server again.
   const absl::Time start = absl::Now();
   absl::StatusOr<std::optional<Item>> again = client->Get("k");
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(50));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
   EXPECT_TRUE(absl::IsPermissionDenied(again.status())) << again.status();
   EXPECT_THAT(std::string(again.status().message()), HasSubstr("authentication failed"));
   EXPECT_THAT(std::string(again.status().message()), Not(HasSubstr("wrong-password")));
@@ -147,6 +155,25 @@ TEST_F(AuthTest, NoCredentialsAgainstAnAuthServerSaySo) {
   ASSERT_TRUE((*mirror)->Flush(absl::Seconds(5)).ok());
   EXPECT_EQ((*mirror)->Stats().failed, 1u) << (*mirror)->Stats().replicated;
   EXPECT_EQ(permission_denied, 1);
+}
+
+// A server started without -Y (a misconfiguration) answers the
+// authentication STORED: the client works, and the credentials are stored
+// already expired, so no client can read them back.
+TEST(AuthWithoutYTest, APlainServerDoesNotKeepTheCredentials) {
+  MemcachedServer plain;
+  MemcachedOptions options;
+  options.servers = {plain.address()};
+  options.username = std::string(kUser);
+  options.password = std::string(kPassword);
+  auto client = *MemcachedClient::Create(options);
+  ASSERT_TRUE(client->Set("k", "v").ok());
+  MemcachedOptions anonymous;
+  anonymous.servers = {plain.address()};
+  auto other = *MemcachedClient::Create(anonymous);
+  absl::StatusOr<std::optional<Item>> stored = other->Get("tiercache:auth");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_FALSE(stored->has_value());
 }
 
 TEST_F(AuthTest, BadOrHalfGivenCredentialsAreRefusedAtCreate) {
