@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "memcached_server.h"
 #include "status_matchers.h"
+#include "test_transport.h"
 #include "tiercache/memcached.h"
 
 namespace tiercache {
@@ -24,14 +25,14 @@ using ::tiercache::testing::IsOkAndHolds;
 std::unique_ptr<MemcachedClient> Connect(const std::string& address,
                                          MemcachedOptions options = {}) {
   options.servers = {address};
-  auto client = MemcachedClient::Create(options);
+  auto client = MemcachedClient::Create(testing::WithTransport(options));
   EXPECT_TRUE(client.ok()) << client.status();
   return *std::move(client);
 }
 
 class MemcachedClientTest : public ::testing::Test {
  protected:
-  MemcachedServer server_;
+  MemcachedServer server_{testing::ServerOptions()};
   std::unique_ptr<MemcachedClient> client_ = Connect(server_.address());
 };
 
@@ -299,10 +300,11 @@ TEST_F(MemcachedClientTest, HungServerHitsTheDeadline) {
 TEST(MemcachedClientUnixTest, UnixSocket) {
   MemcachedServer::Options options;
   options.unix_socket = true;
-  MemcachedServer server(options);
+  MemcachedServer server(testing::ServerOptions(options));
   ASSERT_TRUE(server.running());
   auto client = Connect(server.address());
-  ASSERT_TRUE(client->Set("k", "over a unix socket").ok());
+  absl::StatusOr<StoreResult> stored = client->Set("k", "over a unix socket");
+  ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ((*client->Get("k"))->value, "over a unix socket");
 }
 

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
+#include "test_transport.h"
 
 namespace tiercache {
 namespace {
@@ -24,7 +25,7 @@ class MirrorTest : public ::testing::Test {
     options.op_timeout = op_timeout;
     options.reconnect_backoff = absl::Milliseconds(10);
     options.max_reconnect_backoff = absl::Milliseconds(50);
-    auto client = MemcachedClient::Create(options);
+    auto client = MemcachedClient::Create(testing::WithTransport(options));
     EXPECT_TRUE(client.ok()) << client.status();
     return *std::move(client);
   }
@@ -42,7 +43,7 @@ class MirrorTest : public ::testing::Test {
     return errors_;
   }
 
-  testing::MemcachedServer server_;
+  testing::MemcachedServer server_{testing::ServerOptions()};
   std::mutex mu_;
   std::vector<std::string> errors_;
 };

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "memcached_server.h"
 #include "status_matchers.h"
+#include "test_transport.h"
 
 namespace tiercache {
 namespace {
@@ -41,6 +42,7 @@ class TieredCacheTest : public ::testing::Test {
     options.l2.reconnect_backoff = absl::Milliseconds(5);
     options.l2.max_reconnect_backoff = absl::Milliseconds(20);
     options.max_staleness = absl::Seconds(1);
+    options.l2 = testing::WithTransport(options.l2);
     return options;
   }
   std::unique_ptr<TieredCache> Make(TieredOptions options) {
@@ -51,10 +53,10 @@ class TieredCacheTest : public ::testing::Test {
   std::unique_ptr<MemcachedClient> Direct(const std::string& address) {
     MemcachedOptions options;
     options.servers = {address};
-    return *MemcachedClient::Create(options);
+    return *MemcachedClient::Create(testing::WithTransport(options));
   }
 
-  MemcachedServer server_;
+  MemcachedServer server_{testing::ServerOptions()};
   FakeClock clock_a_;
   FakeClock clock_b_;
 };
@@ -270,7 +272,7 @@ TEST_F(TieredCacheTest, EarlyRefreshReloadsOnOneReplicaWhileOthersServe) {
 }
 
 TEST_F(TieredCacheTest, AnOldPoolWarmsTheNewOneWithoutOverwritingNewerData) {
-  MemcachedServer old_pool;
+  MemcachedServer old_pool{testing::ServerOptions()};
   auto old_direct = Direct(old_pool.address());
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(old_direct->Set(absl::StrCat("k", i), absl::StrCat("old", i)).ok());
@@ -311,7 +313,7 @@ TEST_F(TieredCacheTest, AnOldPoolWarmsTheNewOneWithoutOverwritingNewerData) {
 // Regression: GetOrLoad of a copy that revalidation found gone from the new
 // pool read the old pool back into it, resurrecting what was deleted there.
 TEST_F(TieredCacheTest, AKeyGoneFromTheNewPoolIsNotReadBackFromTheOldOne) {
-  MemcachedServer old_pool;
+  MemcachedServer old_pool{testing::ServerOptions()};
   ASSERT_TRUE(Direct(old_pool.address())->Set("k", "old").ok());
   TieredOptions options = Options(&clock_a_);
   options.fallback_servers = {old_pool.address()};
@@ -331,7 +333,7 @@ TEST_F(TieredCacheTest, AKeyGoneFromTheNewPoolIsNotReadBackFromTheOldOne) {
 // The old pool may still serve clients that take leases there: their 0-byte
 // stub is a miss, never an empty value copied into the new pool.
 TEST_F(TieredCacheTest, ALeaseStubInTheOldPoolIsAMiss) {
-  MemcachedServer old_pool;
+  MemcachedServer old_pool{testing::ServerOptions()};
   TieredOptions old_options = Options();
   old_options.l2.servers = {old_pool.address()};
   auto old_fleet = Make(old_options);  // a replica of the old deployment
@@ -367,8 +369,8 @@ TEST_F(TieredCacheTest, ALeaseStubInTheOldPoolIsAMiss) {
 TEST_F(TieredCacheTest, ARevalidationDoesNotDropAWriteMadeWhileItWaited) {
   // Items over 1 KiB are refused by this memcached: b's second write stays in
   // b's L1, and L2 says "gone" whichever request memcached serves first.
-  MemcachedServer small_items(
-      {.unix_socket = false, .extra_args = {"-I", "1k", "-o", "slab_chunk_max=1024"}});
+  MemcachedServer small_items(testing::ServerOptions(
+      {.unix_socket = false, .extra_args = {"-I", "1k", "-o", "slab_chunk_max=1024"}}));
   TieredOptions options = Options(&clock_b_);
   options.l2.servers = {small_items.address()};
   options.l2.op_timeout = absl::Seconds(30);
