@@ -92,6 +92,9 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
   std::shared_ptr<TlsContext> context(new TlsContext(options, ctx));
   // TLS 1.2 at least; OpenSSL 3's defaults choose the ciphers.
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // No session cache shared between connections: nothing of one session is
+  // written where another thread's session reads.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   // Partial writes, retried with the rest of the same buffer.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (options.verify_peer) {
@@ -164,8 +167,12 @@ absl::StatusOr<std::unique_ptr<TlsStream>> TlsStream::Handshake(std::shared_ptr<
   BIO_set_fd(bio, fd, BIO_NOCLOSE);
   SSL_set_bio(ssl, bio, bio);  // the session owns it now
   while (true) {
-    ERR_clear_error();
-    const int ret = SSL_connect(ssl);
+    int ret = 0;
+    {
+      std::lock_guard<std::mutex> hold(context->handshake_mutex());
+      ERR_clear_error();
+      ret = SSL_connect(ssl);
+    }
     if (ret == 1) return stream;
     const int error = SSL_get_error(ssl, ret);
     if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {

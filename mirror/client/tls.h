@@ -47,11 +47,18 @@ class TlsContext {
 
   const TlsOptions& options() const { return options_; }
   SSL_CTX* get() const { return ctx_; }
+  // Held for each step of a handshake (one non-blocking SSL_connect call):
+  // concurrent handshakes on one context race on state OpenSSL fills in
+  // lazily on shared objects such as the CA certificates (ThreadSanitizer
+  // reported it: ASN1_STRING_set against ASN1_STRING_cmp). Handshakes are
+  // rare (a connect), so serializing their steps costs nothing measurable.
+  std::mutex& handshake_mutex() { return handshake_mu_; }
 
  private:
   TlsContext(TlsOptions options, SSL_CTX* ctx) : options_(std::move(options)), ctx_(ctx) {}
   const TlsOptions options_;
   SSL_CTX* const ctx_;
+  std::mutex handshake_mu_;
 };
 
 class TlsStream {
