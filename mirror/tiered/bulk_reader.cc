@@ -28,14 +28,8 @@ void BulkReader::Apply(Pending& p, Fetched& r, int64_t asked_ns, bool leasing, V
     } else {
       TieredCounters::Bump(counters.l2_hits);
     }
-    tiers_.Fill(p.key,
-                CopyFill{.value = r.value,
-                         .flags = r.flags,
-                         .header = {r.cas, asked_ns},
-                         .l2_remaining = r.remaining,
-                         .write_ttl = std::nullopt,
-                         .replacing = p.copy.has_value() ? std::optional<uint64_t>(p.copy->l1_cas)
-                                                         : std::nullopt});
+    tiers_.FillFrom(p.key, r, asked_ns, std::nullopt,
+                    p.copy.has_value() ? std::optional<uint64_t>(p.copy->l1_cas) : std::nullopt);
     (*out)[key] = std::move(r.value);
     return;
   }

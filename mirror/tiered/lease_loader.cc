@@ -85,12 +85,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
         // Serve the current value; the item expires as it would have.
       }
       TieredCounters::Bump(counters.l2_hits);
-      tiers_.Fill(key, CopyFill{.value = r->value,
-                                .flags = r->flags,
-                                .header = {cas, asked_ns},
-                                .l2_remaining = r->remaining,
-                                .write_ttl = options.ttl,
-                                .replacing = replacing});
+      tiers_.FillFrom(key, *r, asked_ns, options.ttl, replacing);
       return std::move(r->value);
     }
     if (r->won) {  // this replica holds the lease

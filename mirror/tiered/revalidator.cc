@@ -54,12 +54,7 @@ std::optional<absl::StatusOr<std::string>> Revalidator::Revalidate(std::string_v
   }
   // A changed copy is replaced by L2's item, checked now: it is servable
   // again for max_staleness.
-  tiers_.Fill(key, CopyFill{.value = r->value,
-                            .flags = r->flags,
-                            .header = {r->cas, asked_ns},
-                            .l2_remaining = r->remaining,
-                            .write_ttl = std::nullopt,
-                            .replacing = copy.l1_cas});
+  tiers_.FillFrom(key, *r, asked_ns, std::nullopt, copy.l1_cas);
   return std::move(r->value);
 }
 

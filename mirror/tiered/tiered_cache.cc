@@ -34,7 +34,6 @@ namespace tiercache {
 
 using mirror_internal::BulkReader;
 using mirror_internal::Copy;
-using mirror_internal::CopyFill;
 using mirror_internal::CopyHeader;
 using mirror_internal::DecodeCopy;
 using mirror_internal::EncodeCopy;
@@ -253,12 +252,7 @@ class TieredCache::Impl {
     }
     if (r->found && !r->IsLeaseStub()) {
       TieredCounters::Bump(counters.l2_hits);
-      tiers_.Fill(key, CopyFill{.value = r->value,
-                                .flags = r->flags,
-                                .header = {r->cas, asked_ns},
-                                .l2_remaining = r->remaining,
-                                .write_ttl = std::nullopt,
-                                .replacing = std::nullopt});
+      tiers_.FillFrom(key, *r, asked_ns, std::nullopt, std::nullopt);
       return std::move(r->value);
     }
     TieredCounters::Bump(counters.l2_misses);

@@ -96,6 +96,16 @@ void Tiers::Fill(std::string_view key, const CopyFill& fill) {
   }
 }
 
+void Tiers::FillFrom(std::string_view key, const Fetched& r, int64_t asked_ns,
+                     std::optional<absl::Duration> write_ttl, std::optional<uint64_t> replacing) {
+  Fill(key, CopyFill{.value = r.value,
+                     .flags = r.flags,
+                     .header = {r.cas, asked_ns},
+                     .l2_remaining = r.remaining,
+                     .write_ttl = write_ttl,
+                     .replacing = replacing});
+}
+
 void Tiers::Restamp(std::string_view key, const Copy& copy, int64_t checked_ns) {
   const absl::Duration left =
       copy.expiry == absl::InfiniteFuture() ? absl::InfiniteDuration() : copy.expiry - clock_.Now();

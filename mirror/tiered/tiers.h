@@ -119,6 +119,9 @@ class Tiers {
   bool Servable(const CopyHeader& header) const;
   bool Pending(const CopyHeader& header) const;
   void Fill(std::string_view key, const CopyFill& fill);
+  // Fill with L2's item `r` (a hit), as checked at `asked_ns`.
+  void FillFrom(std::string_view key, const Fetched& r, int64_t asked_ns,
+                std::optional<absl::Duration> write_ttl, std::optional<uint64_t> replacing);
   // Marks an unchanged copy as checked at `checked_ns`, unless it was
   // rewritten meanwhile (its L1 CAS moved).
   void Restamp(std::string_view key, const Copy& copy, int64_t checked_ns);
