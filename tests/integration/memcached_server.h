@@ -58,6 +58,8 @@ class MemcachedServer {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   bool running() const { return pid_ > 0; }
+  // The server process (benchmarks pin it to a CPU); -1 when not running.
+  pid_t pid() const { return pid_; }
 
   // Starts memcached on the same address; returns once it accepts connections.
   void Start() {
