@@ -339,6 +339,12 @@ absl::StatusOr<std::optional<Parsed>> ParseOne(std::string_view pending, size_t 
     parsed.size = line_size;
     return parsed;
   }
+  if (code == "OK") {
+    if (tokens.size() != 1) return Malformed("OK with more in line", line);
+    response.code = Response::Code::kOk;
+    parsed.size = line_size;
+    return parsed;
+  }
   if (code == "VALUE") return ParseClassicValue(tokens, line, pending, max_value_size);
 
   std::optional<Response::Code> meta = MetaCode(code);
@@ -581,6 +587,13 @@ size_t RequestBatch::MultiGet(absl::Span<const WireKey> keys) {
   return requests_.size() - 1;
 }
 
+size_t RequestBatch::FlushAll() {
+  requests_.push_back(Request{bytes_.size(), 0, 0, false, Command::kFlushAll, /*value=*/false,
+                              /*quiet=*/false});
+  bytes_ += "flush_all\r\n";
+  return requests_.size() - 1;
+}
+
 void RequestBatch::EndWithMarker() {
   const size_t i = Add(WireKey{std::string(kEndMarkerKey), false}, Command::kEndMarker,
                        /*value=*/false, /*quiet=*/false);
@@ -595,6 +608,7 @@ std::string RequestBatch::Describe(size_t i) const {
   const Request& r = requests_[i];
   if (r.command == Command::kEndMarker)
     return absl::StrCat("the end of the batch (O", first_opaque_ + i, ")");
+  if (r.command == Command::kFlushAll) return "flush_all";
   if (r.command == Command::kMultiGet) {
     return absl::StrCat("gets ", Quote(std::string_view(bytes_).substr(r.key_offset, r.list_size)));
   }
@@ -632,6 +646,8 @@ std::string_view CodeName(Code code) {
       return "VALUE";
     case Code::kEnd:
       return "END";
+    case Code::kOk:
+      return "OK";
   }
   return "?";
 }
@@ -674,6 +690,7 @@ absl::Status RequestBatch::CheckCode(size_t i, const Response& response) const {
       allowed = code == Code::kMiss || code == Code::kHit;
       break;
     case Command::kMultiGet:  // answered by VALUE and END only (MatchClassic)
+    case Command::kFlushAll:  // answered by OK only (Match)
       allowed = false;
       break;
   }
@@ -727,6 +744,15 @@ absl::StatusOr<RequestBatch::Progress> RequestBatch::Match(Response* response) {
   }
   if (response->code == Code::kClassicValue || response->code == Code::kEnd) {
     return MatchClassic(response);
+  }
+  if (response->code == Code::kOk) {
+    // No token: it can only answer the oldest unanswered request, and only
+    // if that is a flush_all.
+    if (next_ >= requests_.size() || requests_[next_].command != Command::kFlushAll) {
+      return absl::DataLossError(absl::StrCat("OK where the answer to ", due(), " was due"));
+    }
+    response->request = next_++;
+    return progress();
   }
   if (IsErrorLine(response->code)) {
     if (response->code == Code::kClientError && response->message == "unauthenticated") {

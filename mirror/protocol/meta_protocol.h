@@ -136,6 +136,7 @@ struct Response {
     kServerError,   // SERVER_ERROR <message> (the server may close the connection)
     kClassicValue,  // VALUE <key> <flags> <bytes> [<cas>]: a hit of a classic gets
     kEnd,           // END: the end of a classic gets
+    kOk,            // OK: flush_all done
   };
   Code code = Code::kMiss;
   std::string value;    // kValue and kClassicValue only
@@ -197,7 +198,15 @@ class ResponseParser {
 };
 
 // The commands a batch can hold, for matching answers and naming requests.
-enum class Command : uint8_t { kGet, kSet, kDelete, kArithmetic, kEndMarker, kMultiGet };
+enum class Command : uint8_t {
+  kGet,
+  kSet,
+  kDelete,
+  kArithmetic,
+  kEndMarker,
+  kMultiGet,
+  kFlushAll,
+};
 
 // Requests written to one connection in one piece, and the rules their
 // answers must meet. The connection that sends a batch hands it every
@@ -271,6 +280,12 @@ class RequestBatch {
   // batch (a VALUE carries no token, so it can answer only the oldest
   // unanswered request); the batch ends with its marker.
   size_t MultiGet(absl::Span<const WireKey> keys);
+  // memcached's `flush_all`: every item stored before it is gone (memcached
+  // 1.6 compares CAS values, so nothing stored after it is lost). Answered
+  // OK, which carries no token: like a gets' answers, it is accepted only
+  // while the flush is the oldest unanswered request. Used once per outage,
+  // when a server that was down rejoins (docs/tiered.md, "Gutter pool").
+  size_t FlushAll();
   // Appends the end marker, after which the batch is complete when its
   // answer arrives. REQUIRES: at least one request; nothing added after it.
   // Costs memcached one lookup of a key that does not exist (counted in its

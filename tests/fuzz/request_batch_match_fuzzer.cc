@@ -90,6 +90,7 @@ bool CanAnswer(const Sent& r, Code code) {
     case Command::kEndMarker:  // a get of a key nobody stores, without v
       return code == Code::kMiss || code == Code::kHit;
     case Command::kMultiGet:  // VALUE and END only, checked apart
+    case Command::kFlushAll:  // OK only, checked apart
       return false;
   }
   return false;
@@ -117,6 +118,12 @@ void FuzzOneInput(std::string_view bytes) {
     Sent r{Command::kGet, true, (op & 4) != 0, std::string(prefix) + std::string(key)};
     switch (op & 3) {
       case 0: {
+        if ((op & 64) != 0 && (op & 32) != 0) {
+          r.command = Command::kFlushAll;
+          r.quiet = false;
+          batch.FlushAll();
+          break;
+        }
         if ((op & 32) != 0) {
           if (wire->base64) continue;
           std::vector<WireKey> keys = {*wire};
@@ -214,6 +221,12 @@ void FuzzOneInput(std::string_view bytes) {
       } else if (!sent[due].quiet) {
         Fail(absl::StrCat("an untagged error line where request ", due, " must answer"));
       }
+    } else if (code == Code::kOk) {
+      if (due >= requests || sent[due].command != Command::kFlushAll) {
+        Fail("OK accepted where no flush_all was due");
+      }
+      if (i != due) Fail(absl::StrCat("an OK given to request ", i, " while ", due, " is due"));
+      ++due;
     } else if (code == Code::kClassicValue || code == Code::kEnd) {
       if (due >= requests || sent[due].command != Command::kMultiGet) {
         Fail("a classic answer accepted where no gets was due");

@@ -73,8 +73,10 @@ void CheckWellFormed(const Response& r) {
   const bool any_flag = r.client_flags.has_value() || r.cas.has_value() || r.ttl.has_value() ||
                         r.opaque.has_value() || !r.key.empty() || r.key_base64 || r.won ||
                         r.stale || r.lost;
-  if ((IsErrorLine(r.code) || r.code == Code::kNoop || r.code == Code::kEnd) && any_flag) {
-    Fail("return flags on an error line, MN or END");
+  if ((IsErrorLine(r.code) || r.code == Code::kNoop || r.code == Code::kEnd ||
+       r.code == Code::kOk) &&
+      any_flag) {
+    Fail("return flags on an error line, MN, END or OK");
   }
   if (r.code == Code::kMiss && (r.client_flags.has_value() || r.cas.has_value() ||
                                 r.ttl.has_value() || r.won || r.stale || r.lost)) {

@@ -396,6 +396,9 @@ std::string Describe(const Response& r) {
     case Code::kEnd:
       text = "END";
       break;
+    case Code::kOk:
+      text = "OK";
+      break;
   }
   if (r.code == Code::kValue || r.code == Code::kClassicValue || !r.value.empty())
     absl::StrAppend(&text, " \"", Escaped(r.value), "\"");
@@ -1131,6 +1134,33 @@ TEST(RequestBatchTest, AMultiGetIsOneLineAnsweredInOrder) {
   EXPECT_THAT(batch.Match(&end), IsOkAndHolds(Progress::kMore));
   EXPECT_EQ(end.request, Response::kEndOfList);
   EXPECT_THAT(MatchBytes(batch, "EN O8\r\n"), IsOkAndHolds(Progress::kComplete));
+}
+
+TEST(RequestBatchTest, AFlushIsAnsweredByOkOnlyWhenItIsDue) {
+  RequestBatch batch(3);
+  const WireKey marker = Key("tiercache:rejoined");
+  GetRequest get;
+  EXPECT_EQ(batch.Get(marker, get), 0u);
+  EXPECT_EQ(batch.FlushAll(), 1u);
+  EXPECT_EQ(batch.Describe(1), "flush_all");
+  EXPECT_EQ(batch.bytes(), "mg tiercache:rejoined v f c t k O3\r\nflush_all\r\n");
+  // OK carries no token: before the get is answered it answers nothing.
+  Response early = Parse("OK\r\n");
+  EXPECT_THAT(batch.Match(&early),
+              FailsWith(absl::StatusCode::kDataLoss, "OK where the answer to get"));
+  RequestBatch in_order(3);
+  in_order.Get(marker, get);
+  in_order.FlushAll();
+  EXPECT_THAT(MatchBytes(in_order, "EN O3 ktiercache:rejoined\r\n"), IsOkAndHolds(Progress::kMore));
+  Response ok = Parse("OK\r\n");
+  EXPECT_THAT(in_order.Match(&ok), IsOkAndHolds(Progress::kComplete));
+  EXPECT_EQ(ok.request, 1u);
+  // A flush is never answered by a meta code, and OK never answers a get.
+  RequestBatch flush_only(9);
+  flush_only.FlushAll();
+  EXPECT_THAT(MatchBytes(flush_only, "HD O9\r\n"),
+              FailsWith(absl::StatusCode::kDataLoss, "HD is not an answer to flush_all"));
+  EXPECT_THAT(ParseAll("OK\r\n"), ElementsAre("OK"));
 }
 
 TEST(RequestBatchTest, AMultiGetRefusesWhatItDidNotAskForOrNotInOrder) {
