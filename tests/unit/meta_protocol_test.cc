@@ -674,7 +674,7 @@ TEST(ResponseParserTest, UnknownCode) {
 
 TEST(ResponseParserTest, UnknownCodeAfterGoodResponses) {
   ResponseParser parser;
-  parser.Feed("HD\r\nEN\r\nOK\r\nHD\r\n");
+  parser.Feed("HD\r\nEN\r\nSTORED\r\nHD\r\n");
   std::vector<std::string> responses;
   while (true) {
     absl::StatusOr<std::optional<Response>> next = parser.Next();
