@@ -681,7 +681,7 @@ TEST(ResponseParserTest, UnknownCodeAfterGoodResponses) {
     if (!next.ok()) {
       EXPECT_THAT(next, StatusIs(absl::StatusCode::kDataLoss,
                                  "malformed memcached response: unknown response code in line: "
-                                 "\"OK\""));
+                                 "\"STORED\""));
       break;
     }
     ASSERT_TRUE(next->has_value());
