@@ -65,10 +65,16 @@ Fetched ToFetched(Response& r) {
   return fetched;
 }
 
-GetRequest ToGetRequest(const FetchOptions& options) {
+// `gutter`: the lease's stub lives at most `gutter_ttl`, like every item
+// written to the gutter.
+GetRequest ToGetRequest(const FetchOptions& options, bool gutter = false,
+                        absl::Duration gutter_ttl = absl::InfiniteDuration()) {
   GetRequest get;
   get.value = options.value;
-  if (options.lease_ttl.has_value()) get.vivify_ttl = WholeSeconds(*options.lease_ttl);
+  if (options.lease_ttl.has_value()) {
+    get.vivify_ttl =
+        WholeSeconds(gutter ? std::min(*options.lease_ttl, gutter_ttl) : *options.lease_ttl);
+  }
   if (options.recache_below.has_value()) get.recache_ttl = WholeSeconds(*options.recache_below);
   return get;
 }
@@ -145,8 +151,25 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
     connection_options.tls = *std::move(tls);
   }
   connection_options.password = options.password;
-  std::vector<std::string> names;
-  for (const std::string& server : options.servers) {
+  if (!options.gutter_servers.empty() && options.gutter_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("gutter_ttl must be positive");
+  }
+  for (const std::string& gutter : options.gutter_servers) {
+    if (std::find(options.servers.begin(), options.servers.end(), gutter) !=
+        options.servers.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s is both a server and a gutter server: a gutter must be a pool of its own", gutter));
+    }
+  }
+  core->connection_options_ = connection_options;
+  std::vector<std::string> names, gutter_names, configured;
+  std::vector<bool> is_gutter;
+  core->primaries_ = options.servers.size();
+  std::vector<std::string> all = options.servers;
+  all.insert(all.end(), options.gutter_servers.begin(), options.gutter_servers.end());
+  for (size_t index = 0; index < all.size(); ++index) {
+    const std::string& server = all[index];
+    const bool gutter = index >= core->primaries_;
     absl::StatusOr<Endpoint> endpoint = ParseEndpoint(server);
     if (!endpoint.ok()) return endpoint.status();
     if (options.tls.enable && options.tls.verify_peer && endpoint->is_unix &&
@@ -155,15 +178,112 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
           "TLS to the unix socket %s: set tls.server_name to the name its certificate holds",
           server));
     }
+    core->endpoints_.push_back(*endpoint);
+    configured.push_back(server);
+    is_gutter.push_back(gutter);
+    (gutter ? gutter_names : names).push_back(Ketama::NameFor(endpoint->host, endpoint->port));
+  }
+  HealthMonitor::Hooks hooks;
+  ClientCore* const self = core.get();
+  hooks.on_down = [self](size_t index, const absl::Status& why) {
+    for (const auto& connection : self->servers_[index]->connections) connection->Abort(why);
+  };
+  hooks.probe = [self](size_t index, absl::Time down_since) {
+    return self->Probe(index, down_since);
+  };
+  hooks.on_up = [self](size_t index) {
+    for (const auto& connection : self->servers_[index]->connections) {
+      connection->AllowReconnectNow();
+    }
+  };
+  core->monitor_ =
+      std::make_unique<HealthMonitor>(configured, is_gutter, options, std::move(hooks));
+  for (size_t index = 0; index < all.size(); ++index) {
     auto entry = std::make_unique<Server>();
     for (size_t i = 0; i < options.connections_per_server; ++i) {
-      entry->connections.push_back(std::make_unique<Connection>(*endpoint, connection_options));
+      entry->connections.push_back(std::make_unique<Connection>(
+          core->endpoints_[index], connection_options, &core->monitor_->health(index)));
     }
     core->servers_.push_back(std::move(entry));
-    names.push_back(Ketama::NameFor(endpoint->host, endpoint->port));
   }
-  if (core->servers_.size() > 1) core->ketama_ = std::make_unique<Ketama>(names);
+  if (names.size() > 1) core->ketama_ = std::make_unique<Ketama>(names);
+  if (gutter_names.size() > 1) core->gutter_ketama_ = std::make_unique<Ketama>(gutter_names);
   return core;
+}
+
+ClientCore::~ClientCore() {
+  // The monitor's thread calls into the servers: stop it first.
+  monitor_.reset();
+}
+
+// --- Routing and health ------------------------------------------------------
+
+absl::StatusOr<ClientCore::Route> ClientCore::RouteFor(std::string_view key) const {
+  const size_t primary = ServerIndexFor(key);
+  ServerHealth& health = monitor_->health(primary);
+  if (!health.down()) return Route{primary, false};
+  if (servers_.size() == primaries_) return monitor_->DownStatus(primary);
+  health.CountRerouted();
+  const size_t gutter =
+      primaries_ + (gutter_ketama_ == nullptr ? 0 : gutter_ketama_->ServerFor(key));
+  if (monitor_->health(gutter).down()) return monitor_->DownStatus(gutter);
+  return Route{gutter, true};
+}
+
+// The key a primary keeps the time of its last rejoin flush under (no
+// prefix: the flush is of the whole server, whatever prefix its users use).
+constexpr std::string_view kRejoinKey = "tiercache:rejoined";
+
+absl::Status ClientCore::Probe(size_t index, absl::Time down_since) {
+  // A connection of its own: the server's connections stay closed (and its
+  // keys in the gutter) until the probe and the rejoin step are done.
+  Connection probe(endpoints_[index], connection_options_);
+  const absl::Time deadline = absl::Now() + options_.connect_timeout + options_.op_timeout;
+  RequestBatch batch(probe.ReserveOpaque(1));
+  batch.EndWithMarker();
+  absl::StatusOr<std::vector<Response>> answered = probe.Call(std::move(batch), deadline);
+  if (!answered.ok()) return answered.status();
+  if (index >= primaries_ || servers_.size() == primaries_) return absl::OkStatus();
+  return Rejoin(probe, down_since, deadline);
+}
+
+// Why a rejoin step. While this primary was down, writes and deletes of its
+// keys went to the gutter; if it was hung rather than restarted (SIGSTOP, a
+// partition), it still holds the values from before, which those writes
+// replaced or deleted. Served again, they would be stale for as long as they
+// live. So the first client that saw the outage flushes the server before
+// any of its keys are sent back to it (memcached 1.6 flushes by CAS: nothing
+// stored after the flush is lost), and leaves the time under kRejoinKey; a
+// client whose outage began before that time knows the flush covered it and
+// does not flush again (clients' wall clocks are assumed within a second of
+// each other; an extra flush costs loads, never coherence).
+absl::Status ClientCore::Rejoin(Connection& connection, absl::Time down_since,
+                                absl::Time deadline) {
+  const WireKey marker{std::string(kRejoinKey), false};
+  RequestBatch read(connection.ReserveOpaque(1));
+  GetRequest get;
+  read.Get(marker, get);
+  absl::StatusOr<std::vector<Response>> last = connection.Call(std::move(read), deadline);
+  if (!last.ok()) return last.status();
+  int64_t flushed_ms = 0;
+  if (!last->empty() && last->front().code == Code::kValue &&
+      absl::SimpleAtoi(last->front().value, &flushed_ms) &&
+      flushed_ms >= absl::ToUnixMillis(down_since)) {
+    return absl::OkStatus();  // flushed since this outage began
+  }
+  const std::string now_ms = absl::StrCat(absl::ToUnixMillis(absl::Now()));
+  RequestBatch flush(connection.ReserveOpaque(2));
+  flush.FlushAll();
+  SetRequest set;
+  set.value = now_ms;
+  set.ttl = 0;
+  flush.Set(marker, set);
+  absl::StatusOr<std::vector<Response>> done = connection.Call(std::move(flush), deadline);
+  if (!done.ok()) return done.status();
+  for (const Response& r : *done) {
+    if (r.code != Code::kOk && r.code != Code::kHit) return UnexpectedResponse(r, "rejoin flush");
+  }
+  return absl::OkStatus();
 }
 
 // --- Validation --------------------------------------------------------------
@@ -184,8 +304,9 @@ absl::Status ClientCore::CheckValue(const WireKey& key, size_t value_size) const
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> ClientCore::TtlToken(std::optional<absl::Duration> ttl) const {
-  const absl::Duration d = ttl.value_or(options_.default_ttl);
+absl::StatusOr<int64_t> ClientCore::TtlToken(std::optional<absl::Duration> ttl, bool gutter) const {
+  absl::Duration d = ttl.value_or(options_.default_ttl);
+  if (gutter) d = std::min(d, options_.gutter_ttl);
   // Only a TTL over 30 days becomes an absolute time; the clock is read for
   // it alone (every replicated write passes here).
   const bool absolute = d != absl::InfiniteDuration() && d > absl::Seconds(kMaxRelativeTtlSeconds);
@@ -206,19 +327,34 @@ template <typename EncodeFn>
 absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, EncodeFn&& encode) {
   absl::StatusOr<WireKey> wire = Key(key);
   if (!wire.ok()) return wire.status();
-  Connection& connection = servers_[ServerIndexFor(key)]->Pick();
-  RequestBatch batch(connection.ReserveOpaque(1));
-  if (absl::Status s = encode(*wire, &batch); !s.ok()) return s;
-  absl::StatusOr<std::vector<Response>> responses = connection.Call(std::move(batch), Deadline());
-  if (!responses.ok()) return responses.status();
-  return std::move(responses->front());
+  const absl::Time deadline = Deadline();
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Route> route = RouteFor(key);
+    if (!route.ok()) return route.status();
+    Connection& connection = servers_[route->server]->Pick();
+    RequestBatch batch(connection.ReserveOpaque(1));
+    if (absl::Status s = encode(*wire, route->gutter, &batch); !s.ok()) return s;
+    absl::StatusOr<std::vector<Response>> responses = connection.Call(std::move(batch), deadline);
+    if (responses.ok()) return std::move(responses->front());
+    // The failure that marked the primary down (a refused connection: quick,
+    // and the request was not sent) is answered by the gutter instead. Once,
+    // and within the call's deadline: a timeout has spent it. A request that
+    // did reach the dying server is no worse for being sent again: what it
+    // did there is lost with the server or flushed when it rejoins.
+    if (attempt > 0 || route->gutter || servers_.size() == primaries_ ||
+        !absl::IsUnavailable(responses.status()) || absl::Now() >= deadline ||
+        !monitor_->health(route->server).down()) {
+      return responses.status();
+    }
+  }
 }
 
 absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptions& options) {
-  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
-    batch->Get(wire, ToGetRequest(options));
-    return absl::OkStatus();
-  });
+  absl::StatusOr<Response> r =
+      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+        batch->Get(wire, ToGetRequest(options, gutter, options_.gutter_ttl));
+        return absl::OkStatus();
+      });
   if (!r.ok()) return r.status();
   if (r->code != Code::kValue && r->code != Code::kHit && r->code != Code::kMiss) {
     return UnexpectedResponse(*r, "get");
@@ -229,19 +365,20 @@ absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptio
 absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view value,
                                          const WriteOptions& options, StoreMode mode,
                                          std::optional<uint64_t> cas) {
-  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
-    if (absl::Status s = CheckValue(wire, value.size()); !s.ok()) return s;
-    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl);
-    if (!ttl.ok()) return ttl.status();
-    SetRequest set;
-    set.value = value;
-    set.client_flags = options.flags;
-    set.ttl = *ttl;
-    set.mode = mode;
-    set.compare_cas = cas;
-    batch->Set(wire, set);
-    return absl::OkStatus();
-  });
+  absl::StatusOr<Response> r =
+      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+        if (absl::Status s = CheckValue(wire, value.size()); !s.ok()) return s;
+        absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, gutter);
+        if (!ttl.ok()) return ttl.status();
+        SetRequest set;
+        set.value = value;
+        set.client_flags = options.flags;
+        set.ttl = *ttl;
+        set.mode = mode;
+        set.compare_cas = cas;
+        batch->Set(wire, set);
+        return absl::OkStatus();
+      });
   if (!r.ok()) return r.status();
   switch (r->code) {
     case Code::kHit:
@@ -255,12 +392,13 @@ absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view 
 }
 
 absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint64_t> cas) {
-  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
-    DeleteRequest del;
-    del.compare_cas = cas;
-    batch->Delete(wire, del);
-    return absl::OkStatus();
-  });
+  absl::StatusOr<Response> r =
+      Exchange(key, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+        DeleteRequest del;
+        del.compare_cas = cas;
+        batch->Delete(wire, del);
+        return absl::OkStatus();
+      });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kNotFound || r->code == Code::kExists) return false;
@@ -268,15 +406,16 @@ absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint
 }
 
 absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl) {
-  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
-    absl::StatusOr<int64_t> token = TtlToken(ttl);
-    if (!token.ok()) return token.status();
-    GetRequest get;
-    get.value = false;
-    get.touch_ttl = *token;
-    batch->Get(wire, get);
-    return absl::OkStatus();
-  });
+  absl::StatusOr<Response> r =
+      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+        absl::StatusOr<int64_t> token = TtlToken(ttl, gutter);
+        if (!token.ok()) return token.status();
+        GetRequest get;
+        get.value = false;
+        get.touch_ttl = *token;
+        batch->Get(wire, get);
+        return absl::OkStatus();
+      });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kMiss) return false;
@@ -285,13 +424,14 @@ absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl)
 
 absl::StatusOr<uint64_t> ClientCore::Arithmetic(std::string_view key, uint64_t delta,
                                                 bool increment) {
-  absl::StatusOr<Response> r = Exchange(key, [&](const WireKey& wire, RequestBatch* batch) {
-    ArithmeticRequest arithmetic;
-    arithmetic.increment = increment;
-    arithmetic.delta = delta;
-    batch->Arithmetic(wire, arithmetic);
-    return absl::OkStatus();
-  });
+  absl::StatusOr<Response> r =
+      Exchange(key, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+        ArithmeticRequest arithmetic;
+        arithmetic.increment = increment;
+        arithmetic.delta = delta;
+        batch->Arithmetic(wire, arithmetic);
+        return absl::OkStatus();
+      });
   if (!r.ok()) return r.status();
   if (r->code == Code::kNotFound) {
     return absl::NotFoundError(
@@ -328,10 +468,15 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
     std::vector<size_t> keys_of;
     std::vector<WireKey> wire;
     bool classic = true;
+    bool gutter = false;
   };
   std::vector<Part> parts;
   std::vector<std::vector<size_t>> by_server(servers_.size());
-  for (size_t i = 0; i < keys.size(); ++i) by_server[ServerIndexFor(keys[i])].push_back(i);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    absl::StatusOr<Route> route = RouteFor(keys[i]);
+    if (!route.ok()) return route.status();
+    by_server[route->server].push_back(i);
+  }
   const bool classic_allowed = options.value && !options.ttl && !options.lease_ttl.has_value() &&
                                !options.recache_below.has_value();
   constexpr size_t kMinKeysPerPart = 32;
@@ -349,6 +494,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
       Part part;
       part.connection = server.connections[(first + p) % server.connections.size()].get();
       part.classic = classic_allowed;
+      part.gutter = s >= primaries_;
       parts.push_back(std::move(part));
     }
     for (size_t j = 0; j < indexes.size(); ++j) {
@@ -362,6 +508,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
     }
   }
   const GetRequest get = ToGetRequest(options);
+  const GetRequest gutter_get = ToGetRequest(options, /*gutter=*/true, options_.gutter_ttl);
   // memcached reads a `gets` line before it answers any of it: a bounded
   // list keeps the line, and the server's buffering of it, small.
   constexpr size_t kMaxKeysPerGets = 100;
@@ -382,7 +529,9 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
         batch.MultiGet(all.subspan(k, kMaxKeysPerGets));
       }
     } else {
-      for (const WireKey& wire : part.wire) batch.Get(wire, get, /*quiet=*/true);
+      for (const WireKey& wire : part.wire) {
+        batch.Get(wire, part.gutter ? gutter_get : get, /*quiet=*/true);
+      }
     }
     batch.EndWithMarker();
     absl::StatusOr<Connection::Ticket> ticket = part.connection->Send(std::move(batch), deadline);
@@ -436,12 +585,21 @@ absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
     write.value = value;
     write.flags = options.flags;
   }
+  // While the key's primary is down the write goes to the gutter. Without a
+  // gutter pool it stays queued for the primary: its batch fails if the
+  // server is still down when it is sent.
+  Route route{ServerIndexFor(key), false};
+  if (servers_.size() > primaries_) {
+    absl::StatusOr<Route> routed = RouteFor(key);
+    if (!routed.ok()) return routed.status();
+    route = *routed;
+  }
   if (kind != PreparedWrite::Kind::kDelete) {
-    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl);
+    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, route.gutter);
     if (!ttl.ok()) return ttl.status();
     write.ttl_token = *ttl;
   }
-  write.server = ServerIndexFor(key);
+  write.server = route.server;
   // "ms <key> <len> F<flags> T<ttl> MS O<token> q\r\n<value>\r\n" is about 50
   // bytes besides the key and value.
   write.encoded_size = write.key.text.size() + write.value.size() + 64;

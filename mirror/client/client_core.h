@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "client/connection.h"
+#include "client/health.h"
 #include "client/ketama.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/memcached.h"
@@ -166,20 +167,33 @@ class ClientCore {
   // contacted.
   static absl::StatusOr<std::unique_ptr<ClientCore>> Create(const MemcachedOptions& options);
 
+  ~ClientCore();
   const MemcachedOptions& options() const { return options_; }
+  // Every server: the primaries (0 .. primaries - 1), then the gutter pool.
   size_t server_count() const { return servers_.size(); }
-  // The server a key lives on: libmemcached's ketama over the pool, by the
+  // The primary a key lives on: libmemcached's ketama over the pool, by the
   // key without the prefix (as libmemcached hashes a namespaced key).
   size_t ServerIndexFor(std::string_view key) const {
     return ketama_ == nullptr ? 0 : ketama_->ServerFor(key);
   }
+  // Where a request for `key` goes now: its primary, or while that is down
+  // the gutter server for the key (`gutter`: every TTL written there is
+  // capped at gutter_ttl). Unavailable, naming why, when the primary is down
+  // and there is no gutter pool.
+  struct Route {
+    size_t server = 0;
+    bool gutter = false;
+  };
+  absl::StatusOr<Route> RouteFor(std::string_view key) const;
+  std::vector<ServerStatus> ServerStates() const { return monitor_->Snapshot(); }
 
   // --- Validation (memcached's limits) -------------------------------------
   absl::StatusOr<WireKey> Key(std::string_view key) const;
   absl::Status CheckValue(const WireKey& key, size_t value_size) const;
   // The TTL token for `ttl` (nullopt: default_ttl), read against the real
-  // clock: memcached's clock is the wall clock.
-  absl::StatusOr<int64_t> TtlToken(std::optional<absl::Duration> ttl) const;
+  // clock: memcached's clock is the wall clock. `gutter`: capped at
+  // gutter_ttl.
+  absl::StatusOr<int64_t> TtlToken(std::optional<absl::Duration> ttl, bool gutter = false) const;
   // Everything a write of `value_size` bytes under `key` with `ttl` must meet.
   absl::Status CheckWrite(std::string_view key, size_t value_size,
                           std::optional<absl::Duration> ttl) const;
@@ -233,14 +247,26 @@ class ClientCore {
 
   explicit ClientCore(const MemcachedOptions& options) : options_(options) {}
   absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
-  // One request for `key`, added to a batch by `encode(wire_key, &batch)`,
-  // and the response that provably answers it.
+  // One request for `key`, added to a batch by `encode(wire_key, gutter,
+  // &batch)`, and the response that provably answers it. A request that
+  // fails because its primary just went down is sent again to the gutter.
   template <typename EncodeFn>
   absl::StatusOr<Response> Exchange(std::string_view key, EncodeFn&& encode);
+  // The monitor's probe of server `index`: a round trip on a connection of
+  // its own, and for a primary with a gutter pool the rejoin step (see
+  // Rejoin in client_core.cc).
+  absl::Status Probe(size_t index, absl::Time down_since);
+  absl::Status Rejoin(Connection& connection, absl::Time down_since, absl::Time deadline);
 
   const MemcachedOptions options_;
+  ConnectionOptions connection_options_;
+  std::vector<Endpoint> endpoints_;  // of servers_, in the same order
   std::vector<std::unique_ptr<Server>> servers_;
-  std::unique_ptr<Ketama> ketama_;  // null with one server
+  size_t primaries_ = 0;
+  std::unique_ptr<Ketama> ketama_;         // null with one primary
+  std::unique_ptr<Ketama> gutter_ketama_;  // null with fewer than two gutter servers
+  // Declared last: destroyed first, so its thread never sees a server gone.
+  std::unique_ptr<HealthMonitor> monitor_;
 };
 
 // The core under a public client (for the Mirror and TieredCache).

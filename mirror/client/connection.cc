@@ -267,9 +267,10 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view server) {
   return endpoint;
 }
 
-Connection::Connection(Endpoint endpoint, const ConnectionOptions& options)
+Connection::Connection(Endpoint endpoint, const ConnectionOptions& options, ServerHealth* health)
     : endpoint_(std::move(endpoint)),
       options_(options),
+      health_(health),
       parser_(options.max_value_size),
       backoff_(options.reconnect_backoff),
       jitter_(static_cast<uint32_t>(reinterpret_cast<uintptr_t>(this) ^
@@ -280,6 +281,17 @@ Connection::~Connection() {
 }
 
 std::string Connection::Describe() const { return "memcached " + endpoint_.name; }
+
+void Connection::Abort(const absl::Status& why) {
+  common_internal::MutexLock lock(&mu_);
+  if (fd_ >= 0 || !pending_.empty()) ResetLocked(why);
+}
+
+void Connection::AllowReconnectNow() {
+  common_internal::MutexLock lock(&mu_);
+  next_attempt_ = absl::InfinitePast();
+  backoff_ = options_.reconnect_backoff;
+}
 
 absl::Status Connection::DownStatusLocked() const {
   // Refused credentials stay PermissionDenied while the next attempt waits.
@@ -303,10 +315,10 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
         // Unanswered for op_timeout: if its answer ever comes it must not be
         // read as the answer to what is sent next, and everything queued
         // behind it is lost with it. Send on a fresh connection.
-        ResetLocked(
-            absl::UnavailableError(absl::StrFormat("%s did not answer within %s", Describe(),
-                                                   absl::FormatDuration(options_.op_timeout))),
-            Retry::kAtOnce);
+        const absl::Status why = absl::UnavailableError(absl::StrFormat(
+            "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
+        if (health_ != nullptr) health_->ReportTimeout(why);
+        ResetLocked(why, Retry::kAtOnce);
       }
     }
     if (fd_ >= 0 && pending_.empty() && !reader_active_) {
@@ -379,6 +391,10 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
       return absl::OkStatus();
     }
     ResetLocked(fd.status());
+    // Refused credentials are not an outage: no failover can fix them.
+    if (health_ != nullptr && !absl::IsPermissionDenied(fd.status())) {
+      health_->ReportConnectFailure(fd.status());
+    }
     if (absl::IsPermissionDenied(fd.status())) {
       // Refused credentials: no quick retries against the server.
       next_attempt_ = absl::Now() + options_.max_reconnect_backoff;
@@ -473,6 +489,7 @@ void Connection::DispatchLocked() {
     if (response.request != Response::kEndOfBatch && response.request != Response::kEndOfList) {
       exchange.responses.push_back(std::move(response));
     }
+    if (health_ != nullptr) health_->ReportAnswer();
     if (*progress == RequestBatch::Progress::kComplete) CompleteFrontLocked(absl::OkStatus());
   }
 }
@@ -573,8 +590,10 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
   while (!exchange->done) {
     if (absl::Now() >= deadline) {
       HandOffReadingLocked();
-      return absl::DeadlineExceededError(absl::StrFormat(
+      const absl::Status why = absl::DeadlineExceededError(absl::StrFormat(
           "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
+      if (health_ != nullptr) health_->ReportTimeout(why);
+      return why;
     }
     if (reader_active_) {
       exchange->waiting = true;
@@ -643,8 +662,13 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
         // Nothing for a whole op_timeout while a request waits: the server
         // is hung or unreachable. Fail everything now; the next calls fail
         // fast until a reconnect succeeds.
-        ResetLocked(absl::UnavailableError(absl::StrFormat(
-            "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout))));
+        const absl::Status why = absl::UnavailableError(absl::StrFormat(
+            "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
+        // With a health monitor, timeouts are counted there and it marks
+        // the server down after timeouts_before_down of them: this
+        // connection must not hide the next ones behind a backoff of its own.
+        if (health_ != nullptr) health_->ReportTimeout(why);
+        ResetLocked(why, health_ != nullptr ? Retry::kAtOnce : Retry::kAfterBackoff);
       }
     }
   }

@@ -58,6 +58,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/health.h"
 #include "client/tls.h"
 #include "mutex.h"
 #include "protocol/meta_protocol.h"
@@ -101,7 +102,9 @@ class Connection {
     std::condition_variable_any wake;  // completed, or asked to take over reading
   };
 
-  Connection(Endpoint endpoint, const ConnectionOptions& options);
+  // `health` (optional, outlives the connection) hears of its connect
+  // failures, timeouts and answers.
+  Connection(Endpoint endpoint, const ConnectionOptions& options, ServerHealth* health = nullptr);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -125,6 +128,13 @@ class Connection {
   absl::StatusOr<std::vector<Response>> Wait(const Ticket& ticket, absl::Time deadline);
 
   const Endpoint& endpoint() const { return endpoint_; }
+
+  // Fails everything pending with `why` and closes the socket (the server
+  // was marked down); the next call reconnects after the usual backoff.
+  void Abort(const absl::Status& why);
+  // The server is back (a probe was answered): the next call connects at
+  // once, whatever backoff this connection had reached.
+  void AllowReconnectNow();
 
  private:
   // Makes `fd_` a live connection or says why not. Releases the lock while
@@ -158,6 +168,7 @@ class Connection {
 
   const Endpoint endpoint_;
   const ConnectionOptions options_;
+  ServerHealth* const health_;  // may be null
 
   // Guards the stream's state below, and every Exchange's fields (which the
   // analysis cannot name: they live in objects shared with the callers).

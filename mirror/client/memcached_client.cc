@@ -25,6 +25,8 @@ MemcachedClient::~MemcachedClient() = default;
 
 const MemcachedOptions& MemcachedClient::options() const { return core_->options(); }
 
+std::vector<ServerStatus> MemcachedClient::ServerStates() const { return core_->ServerStates(); }
+
 absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
   absl::StatusOr<Fetched> fetched = core_->Fetch(key);
   if (!fetched.ok()) return fetched.status();

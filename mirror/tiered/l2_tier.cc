@@ -64,6 +64,7 @@ class MemcachedTier final : public L2Tier {
   uint64_t finished_writes() const override { return mirror_->finished_writes(); }
   absl::Status Flush(absl::Duration timeout) override { return mirror_->Flush(timeout); }
   MirrorStats mirror_stats() const override { return mirror_->Stats(); }
+  std::vector<ServerStatus> server_states() const override { return primary_->ServerStates(); }
 
  private:
   const std::unique_ptr<MemcachedClient> primary_;

@@ -74,6 +74,8 @@ class L2Tier {
   virtual uint64_t finished_writes() const = 0;
   virtual absl::Status Flush(absl::Duration timeout) = 0;
   virtual MirrorStats mirror_stats() const = 0;
+  // The L2 servers and their health (MemcachedClient::ServerStates).
+  virtual std::vector<ServerStatus> server_states() const = 0;
 };
 
 // The real L2: memcached pools through their ClientCores, replication

@@ -202,6 +202,7 @@ class TieredCache::Impl {
     TieredStats stats;
     stats.l1 = l1_->Stats();
     stats.mirror = l2_->mirror_stats();
+    stats.l2_servers = l2_->server_states();
     tiers_.counters().Fill(&stats);
     return stats;
   }

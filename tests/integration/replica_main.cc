@@ -2,7 +2,8 @@
 // TieredCache (its own L1) on a shared memcached, driven line by line over
 // stdin/stdout by tests/integration/replica_test.cc.
 //
-//   replica --server=HOST:PORT [--fallback=HOST:PORT] [--mode=async|sync]
+//   replica --server=HOST:PORT[,HOST:PORT...] [--gutter=HOST:PORT[,...]]
+//           [--gutter_ttl_ms=N] [--fallback=HOST:PORT] [--mode=async|sync]
 //           [--max_staleness_ms=N] [--lease_ttl_s=N] [--lease_wait_ms=N]
 //           [--op_timeout_ms=N] [--fake_clock]
 //
@@ -74,7 +75,10 @@ std::string Error(const absl::Status& status) {
 int main(int argc, char** argv) {
   tiercache::FakeClock fake_clock;
   tiercache::TieredOptions options;
-  options.l2.servers = {Flag(argc, argv, "server", "")};
+  options.l2.servers = absl::StrSplit(Flag(argc, argv, "server", ""), ',', absl::SkipEmpty());
+  options.l2.gutter_servers =
+      absl::StrSplit(Flag(argc, argv, "gutter", ""), ',', absl::SkipEmpty());
+  options.l2.gutter_ttl = absl::Milliseconds(IntFlag(argc, argv, "gutter_ttl_ms", 10000));
   options.l2.op_timeout = absl::Milliseconds(IntFlag(argc, argv, "op_timeout_ms", 500));
   options.l2.reconnect_backoff = absl::Milliseconds(10);
   options.l2.max_reconnect_backoff = absl::Milliseconds(100);
@@ -147,6 +151,40 @@ int main(int argc, char** argv) {
         if (*result != *results[0]) answer = "error threads got different values";
       }
       if (answer.rfind("loaded", 0) == 0) absl::StrAppend(&answer, " value=", *results[0]);
+      std::cout << answer << std::endl;
+    } else if (command == "loadmany") {
+      // loadmany PREFIX N THREADS LOADER_MS: every thread asks for keys
+      // PREFIX0 .. PREFIX<N-1> (each from its own starting point), loading
+      // a missing one in LOADER_MS; the answer counts loader calls and errors.
+      const std::string prefix = arg(1);
+      const int64_t keys = std::max<int64_t>(1, number(2));
+      const int64_t threads = std::max<int64_t>(1, number(3));
+      const absl::Duration loader_time = absl::Milliseconds(number(4));
+      std::atomic<int> calls{0};
+      std::atomic<int> errors{0};
+      std::vector<std::thread> workers;
+      for (int64_t t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          for (int64_t n = 0; n < keys; ++n) {
+            const std::string key = absl::StrCat(prefix, (n + t * keys / threads) % keys);
+            absl::StatusOr<std::string> value =
+                cache.GetOrLoad(key, [&](std::string_view k) -> absl::StatusOr<std::string> {
+                  calls.fetch_add(1);
+                  absl::SleepFor(loader_time);
+                  return absl::StrCat("v-", std::string(k));
+                });
+            if (!value.ok() || *value != absl::StrCat("v-", key)) errors.fetch_add(1);
+          }
+        });
+      }
+      for (std::thread& worker : workers) worker.join();
+      std::cout << "loaded calls=" << calls.load() << " errors=" << errors.load() << std::endl;
+    } else if (command == "servers") {
+      // One 0/1 per server (primaries, then the gutter pool): up.
+      std::string answer = "servers";
+      for (const tiercache::ServerStatus& server : cache.Stats().l2_servers) {
+        absl::StrAppend(&answer, " ", server.up ? 1 : 0);
+      }
       std::cout << answer << std::endl;
     } else if (command == "hang") {
       (void)cache.GetOrLoad(arg(1), [](std::string_view) -> absl::StatusOr<std::string> {

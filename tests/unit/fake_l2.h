@@ -273,6 +273,7 @@ class FakeL2 final : public mirror_internal::L2Tier {
     Deliver();
     return absl::OkStatus();
   }
+  std::vector<ServerStatus> server_states() const override { return {}; }
   MirrorStats mirror_stats() const override {
     MirrorStats stats;
     stats.queued = accepted_;

@@ -35,6 +35,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,6 +95,43 @@ struct MemcachedOptions {
   // waits max_reconnect_backoff. The password never appears in a message.
   std::string username;
   std::string password;
+
+  // Failure detection. A server is marked down after a connection to it
+  // cannot be made (refused, unreachable, a failed TLS handshake) or after
+  // this many requests in a row got no answer within op_timeout (a hung
+  // server still accepts connections). While down, its keys go to the gutter
+  // pool, or without one fail at once (Unavailable, naming why). It is probed
+  // in the background, with the reconnect backoff above, and marked up when a
+  // probe is answered.
+  uint32_t timeouts_before_down = 3;
+  // Called on every transition of a server (up = false: marked down, with
+  // why; up = true: back, with OK), on the client's monitor thread, never
+  // under a lock of the client: it may call the client. Keep it short.
+  std::function<void(std::string_view server, bool up, const absl::Status& why)> on_server_state;
+
+  // A gutter pool ("Scaling Memcache at Facebook", NSDI 2013, 3.3): while a
+  // server of `servers` is down, the reads, writes, leases and deletes of its
+  // keys go to these servers instead (placed by ketama among themselves), so
+  // that replicas keep sharing one copy and one lease per key and the data
+  // source is not asked once per replica. Every value written to the gutter
+  // expires within gutter_ttl. When the server returns, the first client
+  // that saw it down flushes what it held from before the outage, and its
+  // keys go back to it. The exact guarantee: docs/tiered.md, "Gutter pool".
+  // Empty: no gutter.
+  std::vector<std::string> gutter_servers;
+  absl::Duration gutter_ttl = absl::Seconds(10);
+};
+
+// One server as the client sees it (MemcachedClient::ServerStates).
+struct ServerStatus {
+  std::string server;  // as configured
+  bool gutter = false;
+  bool up = true;
+  absl::Time down_since = absl::InfinitePast();  // when down
+  absl::Status last_error;                       // why it was last marked down (or a probe failed)
+  uint64_t times_down = 0;                       // up -> down transitions
+  uint64_t times_up = 0;                         // down -> up transitions
+  uint64_t rerouted = 0;                         // requests for its keys sent to the gutter
 };
 
 class MemcachedClient;
@@ -142,6 +180,8 @@ class MemcachedClient {
   absl::StatusOr<uint64_t> Decrement(std::string_view key, uint64_t delta);
 
   const MemcachedOptions& options() const;
+  // Every server, the primaries in configured order and then the gutter pool.
+  std::vector<ServerStatus> ServerStates() const;
 
  private:
   friend mirror_internal::ClientCore& mirror_internal::CoreOf(MemcachedClient& client);

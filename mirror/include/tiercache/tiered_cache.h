@@ -146,6 +146,9 @@ struct TieredStats {
   uint64_t lease_waits = 0;     // waited for another replica's load
   uint64_t lease_timeouts = 0;  // waited lease_wait, then loaded itself
   uint64_t refreshes = 0;       // early refreshes this replica did
+  // The L2 pool's servers (the gutter pool after the primaries): up or down,
+  // transitions, requests rerouted to the gutter.
+  std::vector<ServerStatus> l2_servers;
 };
 
 class TieredCache;
