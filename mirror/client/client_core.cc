@@ -75,7 +75,11 @@ GetRequest ToGetRequest(const FetchOptions& options, bool gutter = false,
     get.vivify_ttl =
         WholeSeconds(gutter ? std::min(*options.lease_ttl, gutter_ttl) : *options.lease_ttl);
   }
-  if (options.recache_below.has_value()) get.recache_ttl = WholeSeconds(*options.recache_below);
+  // No recache window in the gutter: every item there lives at most
+  // gutter_ttl, and a window as long would send every reader to the database.
+  if (options.recache_below.has_value() && !gutter) {
+    get.recache_ttl = WholeSeconds(*options.recache_below);
+  }
   return get;
 }
 
@@ -218,12 +222,18 @@ ClientCore::~ClientCore() {
 
 // --- Routing and health ------------------------------------------------------
 
-absl::StatusOr<ClientCore::Route> ClientCore::RouteFor(std::string_view key) const {
+absl::StatusOr<ClientCore::Route> ClientCore::RouteFor(std::string_view key, bool write) const {
   const size_t primary = ServerIndexFor(key);
   ServerHealth& health = monitor_->health(primary);
   if (!health.down()) return Route{primary, false};
   if (servers_.size() == primaries_) return monitor_->DownStatus(primary);
-  health.CountRerouted();
+  if (write && health.rejoining()) {
+    return absl::UnavailableError(absl::StrFormat(
+        "memcached %s is rejoining the pool (its values from before the outage are being "
+        "flushed): the write is refused rather than left in the gutter",
+        options_.servers[primary]));
+  }
+  health.CountRerouted(write);
   const size_t gutter =
       primaries_ + (gutter_ketama_ == nullptr ? 0 : gutter_ketama_->ServerFor(key));
   if (monitor_->health(gutter).down()) return monitor_->DownStatus(gutter);
@@ -238,52 +248,113 @@ absl::Status ClientCore::Probe(size_t index, absl::Time down_since) {
   // A connection of its own: the server's connections stay closed (and its
   // keys in the gutter) until the probe and the rejoin step are done.
   Connection probe(endpoints_[index], connection_options_);
-  const absl::Time deadline = absl::Now() + options_.connect_timeout + options_.op_timeout;
   RequestBatch batch(probe.ReserveOpaque(1));
   batch.EndWithMarker();
-  absl::StatusOr<std::vector<Response>> answered = probe.Call(std::move(batch), deadline);
+  absl::StatusOr<std::vector<Response>> answered =
+      probe.Call(std::move(batch), absl::Now() + options_.connect_timeout + options_.op_timeout);
   if (!answered.ok()) return answered.status();
   if (index >= primaries_ || servers_.size() == primaries_) return absl::OkStatus();
-  return Rejoin(probe, down_since, deadline);
+  return Rejoin(probe, index, down_since);
 }
 
 // Why a rejoin step. While this primary was down, writes and deletes of its
 // keys went to the gutter; if it was hung rather than restarted (SIGSTOP, a
 // partition), it still holds the values from before, which those writes
 // replaced or deleted. Served again, they would be stale for as long as they
-// live. So the first client that saw the outage flushes the server before
-// any of its keys are sent back to it (memcached 1.6 flushes by CAS: nothing
-// stored after the flush is lost), and leaves the time under kRejoinKey; a
-// client whose outage began before that time knows the flush covered it and
-// does not flush again (clients' wall clocks are assumed within a second of
-// each other; an extra flush costs loads, never coherence).
-absl::Status ClientCore::Rejoin(Connection& connection, absl::Time down_since,
-                                absl::Time deadline) {
+// live. So before any of its keys are sent back to it, this client makes
+// sure the server was flushed after both the start of this client's outage
+// (no value from before it survives) and this client's last write to the
+// gutter (no value this client replaced survives), flushing it itself if
+// not (memcached 1.6 flushes by CAS: nothing stored after the flush is lost).
+//
+// The clients that saw one outage share the work through kRejoinKey on the
+// server: "<ms>" is the time of its last flush; "pending:<ms>" is a flush
+// being made, claimed by compare-and-swap (or add), so that of several
+// clients rejoining together one flushes and the others wait for its time
+// rather than flushing again after the first has marked the server up and
+// written to it. (A claim expires in kClaimTtl if its client dies. Only a
+// client that claims in the microseconds between another's flush_all and its
+// setting the time, both in one pipelined batch, flushes twice: that costs
+// loads, never coherence.) Writes of the server's keys are refused while
+// this runs, and the step first waits op_timeout for writes already sent to
+// the gutter to land. Clients' wall clocks are assumed within kClockSkew.
+absl::Status ClientCore::FlushRefused(size_t index) const {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "memcached %s refuses flush_all (started with -F): with a gutter pool a returning server "
+      "must be flushed of its values from before the outage, so it stays down and its keys stay "
+      "in the gutter",
+      endpoints_[index].name));
+}
+
+absl::Status ClientCore::Rejoin(Connection& connection, size_t index, absl::Time down_since) {
+  constexpr absl::Duration kClockSkew = absl::Seconds(1);
+  constexpr int64_t kClaimTtlSeconds = 5;
+  constexpr absl::string_view kPending = "pending:";
+  ServerHealth& health = monitor_->health(index);
+  if (health.flush_refused()) return FlushRefused(index);
+  health.set_rejoining(true);  // cleared by the monitor after the probe
+  absl::SleepFor(options_.op_timeout);
+  const int64_t last_write_ms = health.last_gutter_write_ms();
+  const int64_t must_follow_ms =
+      std::max(absl::ToUnixMillis(down_since),
+               last_write_ms == 0 ? 0 : last_write_ms + absl::ToInt64Milliseconds(kClockSkew));
   const WireKey marker{std::string(kRejoinKey), false};
-  RequestBatch read(connection.ReserveOpaque(1));
-  GetRequest get;
-  read.Get(marker, get);
-  absl::StatusOr<std::vector<Response>> last = connection.Call(std::move(read), deadline);
-  if (!last.ok()) return last.status();
-  int64_t flushed_ms = 0;
-  if (!last->empty() && last->front().code == Code::kValue &&
-      absl::SimpleAtoi(last->front().value, &flushed_ms) &&
-      flushed_ms >= absl::ToUnixMillis(down_since)) {
-    return absl::OkStatus();  // flushed since this outage began
+  // Another client's flush gets a few round trips' time to finish.
+  const absl::Time give_up = absl::Now() + 4 * options_.op_timeout;
+  while (absl::Now() < give_up) {
+    const absl::Time deadline = absl::Now() + options_.op_timeout;
+    RequestBatch read(connection.ReserveOpaque(1));
+    read.Get(marker, GetRequest{});
+    absl::StatusOr<std::vector<Response>> last = connection.Call(std::move(read), deadline);
+    if (!last.ok()) return last.status();
+    const bool found = !last->empty() && last->front().code == Code::kValue;
+    const std::string value = found ? last->front().value : "";
+    int64_t flushed_ms = 0;
+    if (found && absl::SimpleAtoi(value, &flushed_ms) && flushed_ms >= must_follow_ms) {
+      return absl::OkStatus();  // flushed late enough, by this client or another
+    }
+    if (absl::StartsWith(value, kPending)) {  // another client is flushing
+      absl::SleepFor(absl::Milliseconds(5));
+      continue;
+    }
+    // Claim the flush, then make it and leave its time.
+    const std::string now_ms = absl::StrCat(absl::ToUnixMillis(absl::Now()));
+    const std::string claim = absl::StrCat(kPending, now_ms);
+    RequestBatch claiming(connection.ReserveOpaque(1));
+    SetRequest set_claim;
+    set_claim.value = claim;
+    set_claim.ttl = kClaimTtlSeconds;
+    if (found) {
+      set_claim.compare_cas = last->front().cas;
+    } else {
+      set_claim.mode = StoreMode::kAdd;
+    }
+    claiming.Set(marker, set_claim);
+    absl::StatusOr<std::vector<Response>> claimed = connection.Call(std::move(claiming), deadline);
+    if (!claimed.ok()) return claimed.status();
+    if (claimed->empty() || claimed->front().code != Code::kHit) continue;  // another's claim
+    RequestBatch flush(connection.ReserveOpaque(2));
+    flush.FlushAll();
+    SetRequest set_time;
+    set_time.value = now_ms;
+    set_time.ttl = 0;
+    flush.Set(marker, set_time);
+    absl::StatusOr<std::vector<Response>> done = connection.Call(std::move(flush), deadline);
+    if (!done.ok()) return done.status();
+    for (const Response& r : *done) {
+      if (r.code == Code::kClientError && r.message == "flush_all not allowed") {
+        health.set_flush_refused();
+        return FlushRefused(index);
+      }
+      if (r.code != Code::kOk && r.code != Code::kHit) {
+        return UnexpectedResponse(r, "rejoin flush");
+      }
+    }
+    return absl::OkStatus();
   }
-  const std::string now_ms = absl::StrCat(absl::ToUnixMillis(absl::Now()));
-  RequestBatch flush(connection.ReserveOpaque(2));
-  flush.FlushAll();
-  SetRequest set;
-  set.value = now_ms;
-  set.ttl = 0;
-  flush.Set(marker, set);
-  absl::StatusOr<std::vector<Response>> done = connection.Call(std::move(flush), deadline);
-  if (!done.ok()) return done.status();
-  for (const Response& r : *done) {
-    if (r.code != Code::kOk && r.code != Code::kHit) return UnexpectedResponse(r, "rejoin flush");
-  }
-  return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat(
+      "memcached %s: another client's rejoin flush did not finish in time; probed again later",
+      endpoints_[index].name));
 }
 
 // --- Validation --------------------------------------------------------------
@@ -324,12 +395,12 @@ absl::Status ClientCore::CheckWrite(std::string_view key, size_t value_size,
 // --- Single requests ---------------------------------------------------------
 
 template <typename EncodeFn>
-absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, EncodeFn&& encode) {
+absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, EncodeFn&& encode) {
   absl::StatusOr<WireKey> wire = Key(key);
   if (!wire.ok()) return wire.status();
   const absl::Time deadline = Deadline();
   for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<Route> route = RouteFor(key);
+    absl::StatusOr<Route> route = RouteFor(key, write);
     if (!route.ok()) return route.status();
     Connection& connection = servers_[route->server]->Pick();
     RequestBatch batch(connection.ReserveOpaque(1));
@@ -351,7 +422,7 @@ absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, EncodeFn&& e
 
 absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptions& options) {
   absl::StatusOr<Response> r =
-      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+      Exchange(key, /*write=*/false, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
         batch->Get(wire, ToGetRequest(options, gutter, options_.gutter_ttl));
         return absl::OkStatus();
       });
@@ -366,7 +437,7 @@ absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view 
                                          const WriteOptions& options, StoreMode mode,
                                          std::optional<uint64_t> cas) {
   absl::StatusOr<Response> r =
-      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
         if (absl::Status s = CheckValue(wire, value.size()); !s.ok()) return s;
         absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, gutter);
         if (!ttl.ok()) return ttl.status();
@@ -393,7 +464,7 @@ absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view 
 
 absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint64_t> cas) {
   absl::StatusOr<Response> r =
-      Exchange(key, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
         DeleteRequest del;
         del.compare_cas = cas;
         batch->Delete(wire, del);
@@ -407,7 +478,7 @@ absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint
 
 absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl) {
   absl::StatusOr<Response> r =
-      Exchange(key, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
         absl::StatusOr<int64_t> token = TtlToken(ttl, gutter);
         if (!token.ok()) return token.status();
         GetRequest get;
@@ -425,7 +496,7 @@ absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl)
 absl::StatusOr<uint64_t> ClientCore::Arithmetic(std::string_view key, uint64_t delta,
                                                 bool increment) {
   absl::StatusOr<Response> r =
-      Exchange(key, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
         ArithmeticRequest arithmetic;
         arithmetic.increment = increment;
         arithmetic.delta = delta;
@@ -473,7 +544,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   std::vector<Part> parts;
   std::vector<std::vector<size_t>> by_server(servers_.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    absl::StatusOr<Route> route = RouteFor(keys[i]);
+    absl::StatusOr<Route> route = RouteFor(keys[i], /*write=*/false);
     if (!route.ok()) return route.status();
     by_server[route->server].push_back(i);
   }
@@ -589,11 +660,17 @@ absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
   // gutter pool it stays queued for the primary: its batch fails if the
   // server is still down when it is sent.
   Route route{ServerIndexFor(key), false};
+  // Read before routing: a transition in between makes the write's epoch
+  // old, and its batch is dropped rather than sent where it no longer
+  // belongs.
+  const uint64_t primary_epoch = RoutingEpoch(route.server);
+  const uint64_t pool_epoch = monitor_->epoch();
   if (servers_.size() > primaries_) {
-    absl::StatusOr<Route> routed = RouteFor(key);
+    absl::StatusOr<Route> routed = RouteFor(key, /*write=*/true);
     if (!routed.ok()) return routed.status();
     route = *routed;
   }
+  write.epoch = route.gutter ? pool_epoch : primary_epoch;
   if (kind != PreparedWrite::Kind::kDelete) {
     absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, route.gutter);
     if (!ttl.ok()) return ttl.status();
@@ -629,8 +706,9 @@ void WriteBatch::Add(const PreparedWrite& write) {
   }
 }
 
-WriteBatch ClientCore::NewWriteBatch(size_t server, size_t capacity, size_t expected_bytes) {
-  WriteBatch batch(server, servers_[server]->connections.front().get(), capacity);
+WriteBatch ClientCore::NewWriteBatch(size_t server, uint64_t epoch, size_t capacity,
+                                     size_t expected_bytes) {
+  WriteBatch batch(server, epoch, servers_[server]->connections.front().get(), capacity);
   if (expected_bytes > 0) batch.requests_.Reserve(capacity, expected_bytes);
   return batch;
 }
@@ -639,6 +717,14 @@ WriteTicket ClientCore::Send(WriteBatch batch) {
   WriteTicket ticket;
   ticket.connection_ = batch.connection_;
   ticket.size_ = batch.size();
+  // Without a gutter pool a transition changes no write's destination.
+  if (servers_.size() > primaries_ && batch.epoch_ != RoutingEpoch(batch.server_)) {
+    ticket.send_status_ = absl::UnavailableError(absl::StrFormat(
+        "memcached %s: a server of the pool went down or came back after these writes were "
+        "queued; they are dropped rather than sent where their keys may no longer be read",
+        endpoints_[batch.server_].name));
+    return ticket;
+  }
   batch.requests_.EndWithMarker();
   absl::StatusOr<Connection::Ticket> sent =
       batch.connection_->Send(std::move(batch.requests_), Deadline());

@@ -104,8 +104,11 @@ struct PreparedWrite {
   std::string_view value;
   uint32_t flags = 0;
   int64_t ttl_token = 0;    // kSet, kTouch
-  size_t server = 0;        // where the key lives
+  size_t server = 0;        // where it goes: the key's primary, or the gutter
   size_t encoded_size = 0;  // about what it adds to a batch (for queue bounds)
+  // The routing it was prepared under (ClientCore::RoutingEpoch): a batch
+  // holds writes of one epoch, and is not sent once the epoch has moved on.
+  uint64_t epoch = 0;
 };
 
 // Quiet writes for one server, encoded as they are added and sent in one
@@ -117,21 +120,25 @@ class WriteBatch {
   WriteBatch(WriteBatch&&) = default;
   WriteBatch& operator=(WriteBatch&&) = default;
 
-  // REQUIRES: size() < capacity(), and write.server == server().
+  // REQUIRES: size() < capacity(), write.server == server() and
+  // write.epoch == epoch().
   void Add(const PreparedWrite& write);
   size_t server() const { return server_; }
+  uint64_t epoch() const { return epoch_; }
   size_t size() const { return requests_.size(); }
   size_t capacity() const { return capacity_; }
   size_t bytes() const { return requests_.bytes().size(); }
 
  private:
   friend class ClientCore;
-  WriteBatch(size_t server, Connection* connection, size_t capacity)
+  WriteBatch(size_t server, uint64_t epoch, Connection* connection, size_t capacity)
       : server_(server),
+        epoch_(epoch),
         connection_(connection),
         capacity_(capacity),
         requests_(connection->ReserveOpaque(capacity + 1)) {}
   size_t server_;
+  uint64_t epoch_;
   Connection* connection_;
   size_t capacity_;
   RequestBatch requests_;
@@ -184,7 +191,15 @@ class ClientCore {
     size_t server = 0;
     bool gutter = false;
   };
-  absl::StatusOr<Route> RouteFor(std::string_view key) const;
+  // `write`: a store, delete, touch or counter (refused while the primary's
+  // rejoin step runs; see Rejoin in client_core.cc).
+  absl::StatusOr<Route> RouteFor(std::string_view key, bool write) const;
+  // The routing epoch a write to `server` is prepared under: that server's
+  // transitions for a primary; every transition of the pool for the gutter
+  // (its writes belong to whichever primaries are down).
+  uint64_t RoutingEpoch(size_t server) const {
+    return server < primaries_ ? monitor_->health(server).transitions() : monitor_->epoch();
+  }
   std::vector<ServerStatus> ServerStates() const { return monitor_->Snapshot(); }
 
   // --- Validation (memcached's limits) -------------------------------------
@@ -225,9 +240,14 @@ class ClientCore {
   // order they are sent.
   // `expected_bytes`: room reserved for the encoded writes (a guess from
   // earlier batches saves regrowing a large buffer while filling it).
-  WriteBatch NewWriteBatch(size_t server, size_t capacity, size_t expected_bytes = 0);
+  WriteBatch NewWriteBatch(size_t server, uint64_t epoch, size_t capacity,
+                           size_t expected_bytes = 0);
   // Puts the batch on the wire (ended by its marker) and returns at once; a
-  // failure to send is reported by Await.
+  // failure to send is reported by Await. A batch whose routing epoch has
+  // moved on (its server, or with a gutter pool any server, went down or
+  // came back since its writes were prepared) is not sent: its writes might
+  // land where the key is no longer read, or on a primary after its rejoin
+  // flush, and fail as a whole (Unavailable).
   WriteTicket Send(WriteBatch batch);
   // Waits (up to op_timeout) for the batch's answers.
   BatchOutcome Await(WriteTicket& ticket);
@@ -251,12 +271,13 @@ class ClientCore {
   // &batch)`, and the response that provably answers it. A request that
   // fails because its primary just went down is sent again to the gutter.
   template <typename EncodeFn>
-  absl::StatusOr<Response> Exchange(std::string_view key, EncodeFn&& encode);
+  absl::StatusOr<Response> Exchange(std::string_view key, bool write, EncodeFn&& encode);
   // The monitor's probe of server `index`: a round trip on a connection of
   // its own, and for a primary with a gutter pool the rejoin step (see
   // Rejoin in client_core.cc).
   absl::Status Probe(size_t index, absl::Time down_since);
-  absl::Status Rejoin(Connection& connection, absl::Time down_since, absl::Time deadline);
+  absl::Status Rejoin(Connection& connection, size_t index, absl::Time down_since);
+  absl::Status FlushRefused(size_t index) const;
 
   const MemcachedOptions options_;
   ConnectionOptions connection_options_;

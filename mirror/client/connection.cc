@@ -354,8 +354,11 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
     if (absl::Now() < next_attempt_) return DownStatusLocked();
     connecting_ = true;
     mu_.unlock();
-    absl::StatusOr<int> fd =
-        ConnectSocket(endpoint_, std::min(deadline, absl::Now() + options_.connect_timeout));
+    // A caller with less time left than connect_timeout may run out of it
+    // while the server is merely slow: that is not a refused connection.
+    const absl::Time full_attempt = absl::Now() + options_.connect_timeout;
+    const bool cut_short = deadline < full_attempt;
+    absl::StatusOr<int> fd = ConnectSocket(endpoint_, std::min(deadline, full_attempt));
     // TLS, then authentication, before the socket is published: nothing else
     // can be sent on it first, and never in plaintext when TLS is on.
     std::shared_ptr<TlsStream> tls;
@@ -393,7 +396,11 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
     ResetLocked(fd.status());
     // Refused credentials are not an outage: no failover can fix them.
     if (health_ != nullptr && !absl::IsPermissionDenied(fd.status())) {
-      health_->ReportConnectFailure(fd.status());
+      if (cut_short && absl::IsDeadlineExceeded(fd.status())) {
+        health_->ReportTimeout(fd.status());
+      } else {
+        health_->ReportConnectFailure(fd.status());
+      }
     }
     if (absl::IsPermissionDenied(fd.status())) {
       // Refused credentials: no quick retries against the server.
@@ -589,10 +596,22 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
   // caller, and a reader that leaves wakes exactly one successor.
   while (!exchange->done) {
     if (absl::Now() >= deadline) {
+      // The answer may be on the socket unread: a caller that waited for
+      // another server first (FetchMany's parts) reaches this one late.
+      // Read what has arrived before calling it a timeout.
+      if (!reader_active_ && fd_ >= 0) {
+        ReadAvailableLocked();
+        if (exchange->done) break;
+      }
       HandOffReadingLocked();
       const absl::Status why = absl::DeadlineExceededError(absl::StrFormat(
           "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
-      if (health_ != nullptr) health_->ReportTimeout(why);
+      // Only a request left unanswered for about op_timeout is evidence
+      // against the server (a caller's own deadline may be shorter; it was
+      // set a moment before the request was sent).
+      if (health_ != nullptr && absl::Now() - exchange->sent >= options_.op_timeout / 2) {
+        health_->ReportTimeout(why);
+      }
       return why;
     }
     if (reader_active_) {

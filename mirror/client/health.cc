@@ -25,7 +25,8 @@ HealthMonitor::HealthMonitor(std::vector<std::string> names, std::vector<bool> g
                              const MemcachedOptions& options, Hooks hooks)
     : hooks_(std::move(hooks)),
       timeouts_before_down_(std::max<uint32_t>(1, options.timeouts_before_down)),
-      first_backoff_(options.reconnect_backoff),
+      // A zero backoff would probe in a tight loop.
+      first_backoff_(std::max(options.reconnect_backoff, absl::Milliseconds(1))),
       max_backoff_(options.max_reconnect_backoff),
       on_server_state_(options.on_server_state),
       servers_(names.size()),
@@ -58,6 +59,8 @@ void HealthMonitor::MarkDown(size_t index, const absl::Status& why) {
     Server& server = servers_[index];
     if (stop_ || server.health->down()) return;
     server.health->down_.store(true, std::memory_order_release);
+    server.health->transitions_.fetch_add(1, std::memory_order_acq_rel);
+    epoch_.fetch_add(1, std::memory_order_acq_rel);
     server.health->consecutive_timeouts_.store(0, std::memory_order_relaxed);
     server.down_since = absl::Now();
     server.why = why;
@@ -106,7 +109,6 @@ std::vector<ServerStatus> HealthMonitor::Snapshot() const {
 
 void HealthMonitor::Run() {
   while (true) {
-    std::deque<Event> events;
     {
       common_internal::MutexLock lock(&mu_);
       absl::Time next = absl::InfiniteFuture();
@@ -125,20 +127,31 @@ void HealthMonitor::Run() {
         }
       }
       if (stop_) return;
-      events.swap(events_);
     }
-    // Outside the lock: the hooks take the connections' locks, and a user's
-    // callback may call the client.
-    for (const Event& event : events) {
-      if (!event.up && hooks_.on_down) hooks_.on_down(event.index, event.why);
-      if (on_server_state_) on_server_state_(servers_[event.index].name, event.up, event.why);
-    }
+    DeliverEvents();
     ProbeDue();
+  }
+}
+
+void HealthMonitor::DeliverEvents() {
+  std::deque<Event> events;
+  {
+    common_internal::MutexLock lock(&mu_);
+    events.swap(events_);
+  }
+  // Outside the lock: the hooks take the connections' locks, and a user's
+  // callback may call the client.
+  for (const Event& event : events) {
+    if (!event.up && hooks_.on_down) hooks_.on_down(event.index, event.why);
+    if (on_server_state_) on_server_state_(servers_[event.index].name, event.up, event.why);
   }
 }
 
 void HealthMonitor::ProbeDue() {
   for (size_t i = 0; i < servers_.size(); ++i) {
+    // A server marked down during an earlier probe has its down reported
+    // (and its connections closed) before it can be probed and marked up.
+    DeliverEvents();
     absl::Time down_since;
     {
       common_internal::MutexLock lock(&mu_);
@@ -152,16 +165,23 @@ void HealthMonitor::ProbeDue() {
     {
       common_internal::MutexLock lock(&mu_);
       Server& server = servers_[i];
+      // Up (or still down) first, then writes of its keys are accepted
+      // again: none goes to the gutter between its rejoin step and now.
+      const auto end_rejoin = [&server] { server.health->set_rejoining(false); };
       if (probed.ok()) {
         server.health->consecutive_timeouts_.store(0, std::memory_order_relaxed);
         server.health->down_.store(false, std::memory_order_release);
+        server.health->transitions_.fetch_add(1, std::memory_order_acq_rel);
+        epoch_.fetch_add(1, std::memory_order_acq_rel);
         server.next_probe = absl::InfiniteFuture();
         ++server.times_up;
+        end_rejoin();
         events_.push_back(Event{i, true, absl::OkStatus()});
       } else {
         server.why = probed;
         server.backoff = std::min(server.backoff * 2, max_backoff_);
         server.next_probe = absl::Now() + JitteredLocked(server.backoff);
+        end_rejoin();
       }
     }
   }

@@ -62,6 +62,8 @@ class ServerHealth {
   ServerHealth& operator=(const ServerHealth&) = delete;
 
   bool down() const { return down_.load(std::memory_order_acquire); }
+  // Bumped by each of its transitions (down and up).
+  uint64_t transitions() const { return transitions_.load(std::memory_order_acquire); }
 
   // From the connections, on any thread, possibly under a connection's lock
   // (lock order: a connection's, then the monitor's).
@@ -72,8 +74,28 @@ class ServerHealth {
       consecutive_timeouts_.store(0, std::memory_order_relaxed);
     }
   }
-  // A request for this (down) server's key went to the gutter instead.
-  void CountRerouted() { rerouted_.fetch_add(1, std::memory_order_relaxed); }
+  // A request for this (down) server's key went to the gutter instead; a
+  // write (a store, delete, touch or counter) also notes when, for the
+  // rejoin step.
+  void CountRerouted(bool write) {
+    rerouted_.fetch_add(1, std::memory_order_relaxed);
+    if (write) {
+      last_gutter_write_ms_.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
+    }
+  }
+  // When this client last wrote one of this server's keys to the gutter
+  // (Unix ms; 0: never).
+  int64_t last_gutter_write_ms() const {
+    return last_gutter_write_ms_.load(std::memory_order_relaxed);
+  }
+  // Its rejoin step runs: writes of its keys are refused, neither sent to
+  // the gutter (where the rejoin would not see them) nor to the server.
+  bool rejoining() const { return rejoining_.load(std::memory_order_acquire); }
+  // It refused flush_all (memcached -F): it cannot rejoin a pool with a
+  // gutter, and is not asked again.
+  bool flush_refused() const { return flush_refused_.load(std::memory_order_relaxed); }
+  void set_flush_refused() { flush_refused_.store(true, std::memory_order_relaxed); }
+  void set_rejoining(bool on) { rejoining_.store(on, std::memory_order_release); }
 
  private:
   friend class HealthMonitor;
@@ -82,8 +104,12 @@ class ServerHealth {
   HealthMonitor* const monitor_;
   const size_t index_;
   std::atomic<bool> down_{false};
+  std::atomic<uint64_t> transitions_{0};
   std::atomic<uint32_t> consecutive_timeouts_{0};
   std::atomic<uint64_t> rerouted_{0};
+  std::atomic<int64_t> last_gutter_write_ms_{0};
+  std::atomic<bool> rejoining_{false};
+  std::atomic<bool> flush_refused_{false};
 };
 
 class HealthMonitor {
@@ -108,6 +134,9 @@ class HealthMonitor {
   HealthMonitor(const HealthMonitor&) = delete;
   HealthMonitor& operator=(const HealthMonitor&) = delete;
 
+  // Bumped by every transition of any server: a write routed before a
+  // transition may be routed wrongly after it (WriteBatch checks).
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
   ServerHealth& health(size_t index) { return *servers_[index].health; }
   const ServerHealth& health(size_t index) const { return *servers_[index].health; }
   // Unavailable naming server `index`, why it is down and when it is probed next.
@@ -136,6 +165,8 @@ class HealthMonitor {
 
   void MarkDown(size_t index, const absl::Status& why);
   void Run();
+  // Reports the transitions not yet reported; called without the lock.
+  void DeliverEvents();
   // Probes every server whose probe is due; called without the lock.
   void ProbeDue();
   absl::Duration JitteredLocked(absl::Duration d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -155,6 +186,7 @@ class HealthMonitor {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::minstd_rand jitter_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> epoch_{0};
   std::thread thread_;  // started under mu_ by the first MarkDown; joined by the destructor
 };
 

@@ -861,7 +861,8 @@ bool IsErrorLine(Response::Code code) {
 bool IsInStepError(const Response& response) {
   switch (response.code) {
     case Code::kClientError:
-      return response.message == "cannot increment or decrement non-numeric value";
+      return response.message == "cannot increment or decrement non-numeric value" ||
+             response.message == "flush_all not allowed";  // memcached -F
     case Code::kServerError:
       return absl::StartsWith(response.message, "out of memory") ||
              response.message == "object too large for cache";

@@ -89,17 +89,20 @@ class Mirror::Impl {
     // Encoded straight into the batch being filled for the key's server: no
     // per-write object, and the sender only puts whole batches on the wire.
     std::deque<Batch>& queue = queues_[prepared->server];
-    if (queue.empty() || queue.back().writes.size() == options_.max_batch) {
+    // A batch holds writes of one routing epoch (see ClientCore::Send).
+    if (queue.empty() || queue.back().writes.size() == options_.max_batch ||
+        queue.back().writes.epoch() != prepared->epoch) {
       // Sized like the last full batch, up to 256 KiB: a batch would
       // otherwise regrow (and copy) its buffer a dozen times while filling.
       // The cap keeps what a mostly empty batch per server holds small (the
       // queue's byte bound counts encoded bytes, not capacity).
       constexpr size_t kMaxReserve = 256 << 10;
-      queue.push_back(Batch{core_.NewWriteBatch(prepared->server, options_.max_batch,
-                                                std::min(last_full_batch_bytes_, kMaxReserve)),
-                            {},
-                            {},
-                            {}});
+      queue.push_back(
+          Batch{core_.NewWriteBatch(prepared->server, prepared->epoch, options_.max_batch,
+                                    std::min(last_full_batch_bytes_, kMaxReserve)),
+                {},
+                {},
+                {}});
     }
     Batch& batch = queue.back();
     const size_t before = batch.writes.bytes();

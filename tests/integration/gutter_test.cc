@@ -24,6 +24,12 @@
 namespace tiercache {
 namespace {
 
+// What a Get answered, as text: the value, "<miss>" or "<error: ...>".
+std::string Read(const absl::StatusOr<std::optional<Item>>& got) {
+  if (!got.ok()) return "<error: " + std::string(got.status().message()) + ">";
+  return got->has_value() ? (*got)->value : "<miss>";
+}
+
 struct Transition {
   std::string server;
   bool up;
@@ -116,10 +122,10 @@ TEST_F(GutterTest, AKilledPrimarysKeysGoToTheGutterWithCappedTtlsAndComeBack) {
   EXPECT_EQ((*in_gutter)->value, "during");
   // An hour asked for; the gutter keeps it at most gutter_ttl (5 s).
   EXPECT_LE((*in_gutter)->expiry, absl::Now() + absl::Seconds(6));
-  EXPECT_EQ((**client->Get(on_a)).value, "during");
+  EXPECT_EQ(Read(client->Get(on_a)), "during");
   // The other primary's keys do not move.
   ASSERT_EQ(*client->Set(on_b, "b-value"), StoreResult::kStored);
-  EXPECT_EQ((**Direct(b_)->Get(on_b)).value, "b-value");
+  EXPECT_EQ(Read(Direct(b_)->Get(on_b)), "b-value");
   EXPECT_FALSE(Direct(g_)->Get(on_b)->has_value());
   // Deletes and counters of its keys go there too.
   ASSERT_TRUE(*client->Delete(on_a));
@@ -143,7 +149,7 @@ TEST_F(GutterTest, AKilledPrimarysKeysGoToTheGutterWithCappedTtlsAndComeBack) {
   ASSERT_TRUE(WaitForReport(a_.address(), /*up=*/true));
   EXPECT_EQ(client->ServerStates()[0].times_up, 1u);
   ASSERT_EQ(*client->Set(on_a, "after"), StoreResult::kStored);
-  EXPECT_EQ((**Direct(a_)->Get(on_a)).value, "after");
+  EXPECT_EQ(Read(Direct(a_)->Get(on_a)), "after");
 }
 
 TEST_F(GutterTest, AHungPrimaryIsDownAfterTimeoutsAndServesNothingStaleWhenItReturns) {
@@ -156,12 +162,13 @@ TEST_F(GutterTest, AHungPrimaryIsDownAfterTimeoutsAndServesNothingStaleWhenItRet
     ASSERT_EQ(*first->Set(key, "old"), StoreResult::kStored);
   }
 
-  ASSERT_EQ(::kill(a_.pid(), SIGSTOP), 0);  // accepts connections, answers nothing
+  a_.Pause();  // accepts connections, answers nothing
   // timeouts_before_down = 2: two timed-out calls, then the gutter answers.
   for (MemcachedClient* client : {first.get(), second.get()}) {
     for (int i = 0; i < 2; ++i) {
       absl::StatusOr<std::optional<Item>> timed_out = client->Get(rewritten);
-      EXPECT_FALSE(timed_out.ok());
+      EXPECT_FALSE(timed_out.ok()) << "call " << i << " of client "
+                                   << (client == first.get() ? 1 : 2) << ": " << Read(timed_out);
     }
     ASSERT_TRUE(WaitFor(*client, 0, /*up=*/false));
   }
@@ -173,9 +180,9 @@ TEST_F(GutterTest, AHungPrimaryIsDownAfterTimeoutsAndServesNothingStaleWhenItRet
   EXPECT_TRUE(named_timeouts);
   ASSERT_EQ(*first->Set(rewritten, "new"), StoreResult::kStored);  // in the gutter
   ASSERT_FALSE(*first->Delete(deleted));  // nothing in the gutter to delete; still "old" on a
-  EXPECT_EQ((**second->Get(rewritten)).value, "new");
+  EXPECT_EQ(Read(second->Get(rewritten)), "new");
 
-  ASSERT_EQ(::kill(a_.pid(), SIGCONT), 0);
+  a_.Resume();
   ASSERT_TRUE(WaitFor(*first, 0, /*up=*/true));
   // a held "old" for all three; the first client back flushed it before
   // sending it any key, so none of them is ever read old again.
@@ -186,8 +193,8 @@ TEST_F(GutterTest, AHungPrimaryIsDownAfterTimeoutsAndServesNothingStaleWhenItRet
   // The second client's outage began before that flush: it does not flush
   // again, and reads what was written since.
   ASSERT_TRUE(WaitFor(*second, 0, /*up=*/true));
-  EXPECT_EQ((**second->Get(rewritten)).value, "fresh");
-  EXPECT_EQ((**Direct(a_)->Get(rewritten)).value, "fresh");
+  EXPECT_EQ(Read(second->Get(rewritten)), "fresh");
+  EXPECT_EQ(Read(Direct(a_)->Get(rewritten)), "fresh");
 }
 
 TEST_F(GutterTest, WithoutAGutterADownServerFailsFastNamingWhy) {
@@ -207,6 +214,31 @@ TEST_F(GutterTest, WithoutAGutterADownServerFailsFastNamingWhy) {
   a_.Start();
   ASSERT_TRUE(WaitFor(*client, 0, /*up=*/true));
   EXPECT_EQ(*client->Set(on_a, "back"), StoreResult::kStored);
+}
+
+TEST_F(GutterTest, APrimaryThatRefusesFlushAllStaysDownNamingWhy) {
+  testing::MemcachedServer no_flush({false, {"-F"}});  // memcached -F: flush_all disabled
+  ASSERT_TRUE(no_flush.running());
+  MemcachedOptions options = Options();
+  options.servers = {no_flush.address()};
+  absl::StatusOr<std::unique_ptr<MemcachedClient>> client = MemcachedClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  no_flush.Pause();
+  for (int i = 0; i < 2; ++i) EXPECT_FALSE((*client)->Get("k").ok());
+  ASSERT_TRUE(WaitFor(**client, 0, /*up=*/false));
+  no_flush.Resume();
+  // Probed, answered, but its old values cannot be cleared: it stays down,
+  // and says so; its keys are served by the gutter.
+  const absl::Time until = absl::Now() + absl::Seconds(3);
+  std::string why;
+  while (absl::Now() < until && !absl::StrContains(why, "refuses flush_all")) {
+    why = std::string((*client)->ServerStates()[0].last_error.message());
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(absl::StrContains(why, "refuses flush_all (started with -F)")) << why;
+  EXPECT_FALSE((*client)->ServerStates()[0].up);
+  EXPECT_EQ(*(*client)->Set("k", "v"), StoreResult::kStored);
+  EXPECT_EQ((**Direct(g_)->Get("k")).value, "v");
 }
 
 TEST_F(GutterTest, BadGutterOptionsAreRejected) {

@@ -231,7 +231,7 @@ TEST_P(GutterReplicaTest, OneLoadPerKeyAcrossReplicasWhileAPrimaryIsOut) {
   if (signal == SIGKILL) {
     a_.Stop();
   } else {
-    ASSERT_EQ(::kill(a_.pid(), SIGSTOP), 0);
+    a_.Pause();
   }
   for (auto& replica : replicas) replica->Send("loadmany fresh: 200 4 5");
   uint64_t calls = 0;
@@ -258,7 +258,7 @@ TEST_P(GutterReplicaTest, OneLoadPerKeyAcrossReplicasWhileAPrimaryIsOut) {
   if (signal == SIGKILL) {
     a_.Start();
   } else {
-    ASSERT_EQ(::kill(a_.pid(), SIGCONT), 0);
+    a_.Resume();
   }
   for (auto& replica : replicas) EXPECT_TRUE(AllUp(*replica));
 }

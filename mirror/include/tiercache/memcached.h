@@ -6,11 +6,14 @@
 // (so a lone blocking Get costs one send and one receive, no thread handoff).
 //
 // Every call has a deadline (`op_timeout`) and no call waits past it. A server
-// that cannot be reached is marked down: calls fail at once with Unavailable
-// until the next reconnect attempt, which backs off exponentially (with
-// jitter) while the server stays down, and succeeds by itself when it
-// returns. An idle connection the server has closed (a restart) is noticed
-// before a request is sent on it, so the first call after a restart works.
+// that refuses connections, or leaves `timeouts_before_down` requests in a
+// row unanswered, is marked down: its keys go to the gutter pool if there is
+// one, or fail at once with Unavailable naming why. A thread of the client
+// probes it in the background, backing off exponentially (with jitter), and
+// marks it up when it answers; every transition is counted (ServerStates)
+// and reported to `on_server_state`. An idle connection the server has
+// closed (a restart) is noticed before a request is sent on it, so the first
+// call after a restart works.
 //
 // Results keep error, miss and hit apart: a call returns a non-OK status only
 // when memcached could not answer (timeout, server down, a refused request);
