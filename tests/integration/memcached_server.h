@@ -61,7 +61,6 @@ class MemcachedServer {
   // The server process (benchmarks pin it to a CPU); -1 when not running.
   pid_t pid() const { return pid_; }
 
-
   // Starts memcached on the same address; returns once it accepts connections.
   void Start() {
     if (pid_ > 0) return;
