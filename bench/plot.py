@@ -8,11 +8,13 @@ Reads
   hit_ratio.json      bench/hit_ratio --json
   tiered_bench.json   bench/tiered_bench --json (optional)
   memory_drift.json   bench/memory_drift --json (optional)
+  gutter_bench.json   bench/gutter_bench --json (optional)
 and writes
   throughput_vs_threads.svg   median Get throughput at 1, 2 and 8 threads
   hit_ratio_vs_size.svg       hit ratio against capacity, one panel per trace
   memory_drift.svg            RSS and reserved bytes over time, bench/memory_drift
   tiered_vs_baselines.svg     TieredCache figures against their baselines
+  gutter_loads.svg            database loads per key in a one-server outage
 
 Needs Debian's python3-matplotlib (apt-get install python3-matplotlib); runs
 with the system interpreter, /usr/bin/python3.
@@ -173,6 +175,42 @@ def tiered_vs_baselines(results, out):
     save(fig, os.path.join(out, "tiered_vs_baselines.svg"))
 
 
+def gutter_loads(results, out):
+    path = os.path.join(results, "gutter_bench.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        data = json.load(f)
+    rows = data["results"]
+    outages = []
+    for r in rows:
+        if r["outage"] not in outages:
+            outages.append(r["outage"])
+    names = {"none": "all primaries up", "killed": "a primary killed\n(SIGKILL)",
+             "hung": "a primary hung\n(SIGSTOP)"}
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.38
+    for offset, gutter, color, label in ((-width / 2, False, "#c0504d", "no gutter"),
+                                         (width / 2, True, "#3b6ea8", "gutter pool")):
+        values = []
+        for outage in outages:
+            row = next(r for r in rows if r["outage"] == outage and r["gutter"] == gutter)
+            values.append(row["loads"] / row["keys"])
+        bars = ax.bar([i + offset for i in range(len(outages))], values, width, color=color,
+                      label=label)
+        for bar, value in zip(bars, values):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{value:.2f}",
+                    ha="center", va="bottom", fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(outages)))
+    ax.set_xticklabels([names.get(o, o) for o in outages], fontsize=8)
+    ax.set_ylabel("database loads per key")
+    ax.set_title(f"{data['replicas']} replicas x {data['threads_per_replica']} threads, "
+                 "fresh keys; bench/gutter_bench", fontsize=9)
+    ax.legend(fontsize=8)
+    save(fig, os.path.join(out, "gutter_loads.svg"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="bench/results")
@@ -183,6 +221,7 @@ def main():
     hit_ratio_vs_size(args.results, args.out)
     memory_drift(args.results, args.out)
     tiered_vs_baselines(args.results, args.out)
+    gutter_loads(args.results, args.out)
 
 
 if __name__ == "__main__":
