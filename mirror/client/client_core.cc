@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "check.h"
 #include "validate.h"
 
 namespace tiercache::mirror_internal {
@@ -158,85 +159,178 @@ absl::StatusOr<std::unique_ptr<ClientCore>> ClientCore::Create(const MemcachedOp
   if (!options.gutter_servers.empty() && options.gutter_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("gutter_ttl must be positive");
   }
-  for (const std::string& gutter : options.gutter_servers) {
-    if (std::find(options.servers.begin(), options.servers.end(), gutter) !=
-        options.servers.end()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s is both a server and a gutter server: a gutter must be a pool of its own", gutter));
-    }
-  }
   core->connection_options_ = connection_options;
-  std::vector<std::string> names, gutter_names, configured;
-  std::vector<bool> is_gutter;
-  core->primaries_ = options.servers.size();
-  std::vector<std::string> all = options.servers;
-  all.insert(all.end(), options.gutter_servers.begin(), options.gutter_servers.end());
-  for (size_t index = 0; index < all.size(); ++index) {
-    const std::string& server = all[index];
-    const bool gutter = index >= core->primaries_;
-    absl::StatusOr<Endpoint> endpoint = ParseEndpoint(server);
-    if (!endpoint.ok()) return endpoint.status();
-    if (options.tls.enable && options.tls.verify_peer && endpoint->is_unix &&
-        options.tls.server_name.empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "TLS to the unix socket %s: set tls.server_name to the name its certificate holds",
-          server));
-    }
-    core->endpoints_.push_back(*endpoint);
-    configured.push_back(server);
-    is_gutter.push_back(gutter);
-    (gutter ? gutter_names : names).push_back(Ketama::NameFor(endpoint->host, endpoint->port));
-  }
   HealthMonitor::Hooks hooks;
   ClientCore* const self = core.get();
-  hooks.on_down = [self](size_t index, const absl::Status& why) {
-    for (const auto& connection : self->servers_[index]->connections) connection->Abort(why);
+  // The hooks run on the monitor's thread; a server's id stays valid in
+  // every later topology.
+  hooks.on_down = [self](size_t id, const absl::Status& why) {
+    for (const auto& connection : self->Current().by_id[id]->connections) connection->Abort(why);
   };
-  hooks.probe = [self](size_t index, absl::Time down_since) {
-    return self->Probe(index, down_since);
-  };
-  hooks.on_up = [self](size_t index) {
-    for (const auto& connection : self->servers_[index]->connections) {
+  hooks.probe = [self](size_t id, absl::Time down_since) { return self->Probe(id, down_since); };
+  hooks.on_up = [self](size_t id) {
+    for (const auto& connection : self->Current().by_id[id]->connections) {
       connection->AllowReconnectNow();
     }
   };
-  core->monitor_ =
-      std::make_unique<HealthMonitor>(configured, is_gutter, options, std::move(hooks));
-  for (size_t index = 0; index < all.size(); ++index) {
-    auto entry = std::make_unique<Server>();
-    for (size_t i = 0; i < options.connections_per_server; ++i) {
-      entry->connections.push_back(std::make_unique<Connection>(
-          core->endpoints_[index], connection_options, &core->monitor_->health(index)));
-    }
-    core->servers_.push_back(std::move(entry));
+  core->monitor_ = std::make_unique<HealthMonitor>(options, std::move(hooks));
+  // The first topology: the gutter pool, then the primaries through
+  // SetServers, which checks them as it will check every later list.
+  auto first = std::make_unique<Topology>();
+  std::vector<std::string> gutter_names;
+  for (const std::string& name : options.gutter_servers) {
+    absl::StatusOr<std::shared_ptr<Server>> server =
+        core->NewServer(name, /*gutter=*/true, first->by_id.size());
+    if (!server.ok()) return server.status();
+    first->gutters.push_back((*server)->id);
+    gutter_names.push_back(Ketama::NameFor((*server)->endpoint.host, (*server)->endpoint.port));
+    first->by_id.push_back(*std::move(server));
   }
-  if (names.size() > 1) core->ketama_ = std::make_unique<Ketama>(names);
-  if (gutter_names.size() > 1) core->gutter_ketama_ = std::make_unique<Ketama>(gutter_names);
+  if (gutter_names.size() > 1) first->gutter_ketama = std::make_unique<Ketama>(gutter_names);
+  {
+    common_internal::MutexLock lock(&core->topology_mu_);
+    core->topology_.store(first.get(), std::memory_order_release);
+    core->topologies_.push_back(std::move(first));
+  }
+  if (absl::Status s = core->SetServers(options.servers); !s.ok()) return s;
   return core;
 }
 
+absl::Status ClientCore::CheckTlsTarget(const Endpoint& endpoint) const {
+  if (options_.tls.enable && options_.tls.verify_peer && endpoint.is_unix &&
+      options_.tls.server_name.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "TLS to the unix socket %s: set tls.server_name to the name its certificate holds",
+        endpoint.name));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<ClientCore::Server>> ClientCore::NewServer(const std::string& name,
+                                                                          bool gutter, size_t id) {
+  absl::StatusOr<Endpoint> endpoint = ParseEndpoint(name);
+  if (!endpoint.ok()) return endpoint.status();
+  if (absl::Status s = CheckTlsTarget(*endpoint); !s.ok()) return s;
+  auto server = std::make_shared<Server>();
+  server->name = name;
+  server->endpoint = *std::move(endpoint);
+  server->gutter = gutter;
+  server->id = monitor_->Add(name, gutter);
+  TIERCACHE_ASSERT(server->id == id, "the monitor's ids and the topology's differ");
+  server->health = &monitor_->health(server->id);
+  for (size_t i = 0; i < options_.connections_per_server; ++i) {
+    server->connections.push_back(
+        std::make_unique<Connection>(server->endpoint, connection_options_, server->health));
+  }
+  return server;
+}
+
+absl::Status ClientCore::SetServers(const std::vector<std::string>& servers) {
+  if (servers.empty()) return absl::InvalidArgumentError("no memcached servers given");
+  common_internal::MutexLock lock(&topology_mu_);
+  const Topology& old = Current();
+  for (size_t i = 0; i < servers.size(); ++i) {
+    if (std::find(servers.begin(), servers.begin() + i, servers[i]) != servers.begin() + i) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s is listed twice in the servers", servers[i]));
+    }
+    for (size_t id : old.gutters) {
+      if (old.by_id[id]->name == servers[i]) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s is both a server and a gutter server: a gutter must be a pool of its own",
+            servers[i]));
+      }
+    }
+  }
+  auto next = std::make_unique<Topology>();
+  next->version = old.version + 1;
+  next->by_id = old.by_id;
+  next->gutters = old.gutters;
+  if (old.gutter_ketama != nullptr) {
+    std::vector<std::string> gutter_names;
+    for (size_t id : old.gutters) {
+      const Endpoint& e = old.by_id[id]->endpoint;
+      gutter_names.push_back(Ketama::NameFor(e.host, e.port));
+    }
+    next->gutter_ketama = std::make_unique<Ketama>(gutter_names);
+  }
+  for (const std::string& name : servers) {  // all checked before any is made
+    absl::StatusOr<Endpoint> endpoint = ParseEndpoint(name);
+    if (!endpoint.ok()) return endpoint.status();
+    if (absl::Status s = CheckTlsTarget(*endpoint); !s.ok()) return s;
+  }
+  std::vector<std::string> names;
+  for (const std::string& name : servers) {
+    // A server that stays keeps its connections and its health.
+    size_t id = next->by_id.size();
+    for (size_t kept : old.primaries) {
+      if (old.by_id[kept]->name == name) id = kept;
+    }
+    if (id == next->by_id.size()) {
+      absl::StatusOr<std::shared_ptr<Server>> server = NewServer(name, /*gutter=*/false, id);
+      TIERCACHE_ASSERT(server.ok(), "a server name checked above was refused");
+      if (!server.ok()) return server.status();
+      next->by_id.push_back(*std::move(server));
+    }
+    next->primaries.push_back(id);
+    const Endpoint& e = next->by_id[id]->endpoint;
+    names.push_back(Ketama::NameFor(e.host, e.port));
+  }
+  if (names.size() > 1) next->ketama = std::make_unique<Ketama>(names);
+  const Topology* published = next.get();
+  topologies_.push_back(std::move(next));
+  topology_.store(published, std::memory_order_release);
+  // Removed servers: calls already on them finish; their sockets close once
+  // idle and are not reopened, and the monitor forgets them.
+  for (size_t id : old.primaries) {
+    if (std::find(published->primaries.begin(), published->primaries.end(), id) ==
+        published->primaries.end()) {
+      monitor_->Retire(id);
+      for (const auto& connection : published->by_id[id]->connections) connection->Retire();
+    }
+  }
+  return absl::OkStatus();
+}
+
 ClientCore::~ClientCore() {
-  // The monitor's thread calls into the servers: stop it first.
-  monitor_.reset();
+  // The monitor's thread calls into the servers: stop it before they go.
+  if (monitor_ != nullptr) monitor_->Stop();
+}
+
+std::vector<ServerStatus> ClientCore::ServerStates() const {
+  const Topology& t = Current();
+  std::vector<ServerStatus> states;
+  for (size_t id : t.primaries) states.push_back(monitor_->Status(id));
+  for (size_t id : t.gutters) states.push_back(monitor_->Status(id));
+  return states;
+}
+
+uint64_t ClientCore::RoutingEpoch(size_t id) const {
+  const Server& server = *Current().by_id[id];
+  return server.gutter ? monitor_->epoch() : server.health->transitions();
 }
 
 // --- Routing and health ------------------------------------------------------
 
 absl::StatusOr<ClientCore::Route> ClientCore::RouteFor(std::string_view key, bool write) const {
-  const size_t primary = ServerIndexFor(key);
-  ServerHealth& health = monitor_->health(primary);
-  if (!health.down()) return Route{primary, false};
-  if (servers_.size() == primaries_) return monitor_->DownStatus(primary);
-  if (write && health.rejoining()) {
+  return RouteIn(Current(), key, write);
+}
+
+absl::StatusOr<ClientCore::Route> ClientCore::RouteIn(const Topology& t, std::string_view key,
+                                                      bool write) const {
+  const size_t primary = t.primaries[t.PrimaryFor(key)];
+  const Server& server = *t.by_id[primary];
+  if (!server.health->down()) return Route{primary, false};
+  if (t.gutters.empty()) return monitor_->DownStatus(primary);
+  if (write && server.health->rejoining()) {
     return absl::UnavailableError(absl::StrFormat(
         "memcached %s is rejoining the pool (its values from before the outage are being "
         "flushed): the write is refused rather than left in the gutter",
-        options_.servers[primary]));
+        server.name));
   }
-  health.CountRerouted(write);
-  const size_t gutter =
-      primaries_ + (gutter_ketama_ == nullptr ? 0 : gutter_ketama_->ServerFor(key));
-  if (monitor_->health(gutter).down()) return monitor_->DownStatus(gutter);
+  server.health->CountRerouted(write);
+  const size_t gutter = t.gutters[t.gutter_ketama == nullptr ? 0 : t.gutter_ketama->ServerFor(key)];
+  if (t.by_id[gutter]->health->down()) return monitor_->DownStatus(gutter);
   return Route{gutter, true};
 }
 
@@ -244,17 +338,19 @@ absl::StatusOr<ClientCore::Route> ClientCore::RouteFor(std::string_view key, boo
 // prefix: the flush is of the whole server, whatever prefix its users use).
 constexpr std::string_view kRejoinKey = "tiercache:rejoined";
 
-absl::Status ClientCore::Probe(size_t index, absl::Time down_since) {
+absl::Status ClientCore::Probe(size_t id, absl::Time down_since) {
+  const Topology& t = Current();
+  const Server& server = *t.by_id[id];
   // A connection of its own: the server's connections stay closed (and its
   // keys in the gutter) until the probe and the rejoin step are done.
-  Connection probe(endpoints_[index], connection_options_);
+  Connection probe(server.endpoint, connection_options_);
   RequestBatch batch(probe.ReserveOpaque(1));
   batch.EndWithMarker();
   absl::StatusOr<std::vector<Response>> answered =
       probe.Call(std::move(batch), absl::Now() + options_.connect_timeout + options_.op_timeout);
   if (!answered.ok()) return answered.status();
-  if (index >= primaries_ || servers_.size() == primaries_) return absl::OkStatus();
-  return Rejoin(probe, index, down_since);
+  if (server.gutter || t.gutters.empty()) return absl::OkStatus();
+  return Rejoin(probe, server, down_since);
 }
 
 // Why a rejoin step. While this primary was down, writes and deletes of its
@@ -278,20 +374,21 @@ absl::Status ClientCore::Probe(size_t index, absl::Time down_since) {
 // loads, never coherence.) Writes of the server's keys are refused while
 // this runs, and the step first waits op_timeout for writes already sent to
 // the gutter to land. Clients' wall clocks are assumed within kClockSkew.
-absl::Status ClientCore::FlushRefused(size_t index) const {
+absl::Status ClientCore::FlushRefused(const Server& server) const {
   return absl::FailedPreconditionError(absl::StrFormat(
       "memcached %s refuses flush_all (started with -F): with a gutter pool a returning server "
       "must be flushed of its values from before the outage, so it stays down and its keys stay "
       "in the gutter",
-      endpoints_[index].name));
+      server.name));
 }
 
-absl::Status ClientCore::Rejoin(Connection& connection, size_t index, absl::Time down_since) {
+absl::Status ClientCore::Rejoin(Connection& connection, const Server& server,
+                                absl::Time down_since) {
   constexpr absl::Duration kClockSkew = absl::Seconds(1);
   constexpr int64_t kClaimTtlSeconds = 5;
   constexpr absl::string_view kPending = "pending:";
-  ServerHealth& health = monitor_->health(index);
-  if (health.flush_refused()) return FlushRefused(index);
+  ServerHealth& health = *server.health;
+  if (health.flush_refused()) return FlushRefused(server);
   health.set_rejoining(true);  // cleared by the monitor after the probe
   absl::SleepFor(options_.op_timeout);
   const int64_t last_write_ms = health.last_gutter_write_ms();
@@ -344,7 +441,7 @@ absl::Status ClientCore::Rejoin(Connection& connection, size_t index, absl::Time
     for (const Response& r : *done) {
       if (r.code == Code::kClientError && r.message == "flush_all not allowed") {
         health.set_flush_refused();
-        return FlushRefused(index);
+        return FlushRefused(server);
       }
       if (r.code != Code::kOk && r.code != Code::kHit) {
         return UnexpectedResponse(r, "rejoin flush");
@@ -354,7 +451,7 @@ absl::Status ClientCore::Rejoin(Connection& connection, size_t index, absl::Time
   }
   return absl::UnavailableError(absl::StrFormat(
       "memcached %s: another client's rejoin flush did not finish in time; probed again later",
-      endpoints_[index].name));
+      server.name));
 }
 
 // --- Validation --------------------------------------------------------------
@@ -400,9 +497,11 @@ absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, 
   if (!wire.ok()) return wire.status();
   const absl::Time deadline = Deadline();
   for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<Route> route = RouteFor(key, write);
+    const Topology& t = Current();
+    absl::StatusOr<Route> route = RouteIn(t, key, write);
     if (!route.ok()) return route.status();
-    Connection& connection = servers_[route->server]->Pick();
+    Server& server = *t.by_id[route->server];
+    Connection& connection = server.Pick();
     RequestBatch batch(connection.ReserveOpaque(1));
     if (absl::Status s = encode(*wire, route->gutter, &batch); !s.ok()) return s;
     absl::StatusOr<std::vector<Response>> responses = connection.Call(std::move(batch), deadline);
@@ -412,9 +511,9 @@ absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, 
     // and within the call's deadline: a timeout has spent it. A request that
     // did reach the dying server is no worse for being sent again: what it
     // did there is lost with the server or flushed when it rejoins.
-    if (attempt > 0 || route->gutter || servers_.size() == primaries_ ||
+    if (attempt > 0 || route->gutter || t.gutters.empty() ||
         !absl::IsUnavailable(responses.status()) || absl::Now() >= deadline ||
-        !monitor_->health(route->server).down()) {
+        !server.health->down()) {
       return responses.status();
     }
   }
@@ -542,9 +641,10 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
     bool gutter = false;
   };
   std::vector<Part> parts;
-  std::vector<std::vector<size_t>> by_server(servers_.size());
+  const Topology& t = Current();
+  std::vector<std::vector<size_t>> by_server(t.by_id.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    absl::StatusOr<Route> route = RouteFor(keys[i], /*write=*/false);
+    absl::StatusOr<Route> route = RouteIn(t, keys[i], /*write=*/false);
     if (!route.ok()) return route.status();
     by_server[route->server].push_back(i);
   }
@@ -554,7 +654,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   for (size_t s = 0; s < by_server.size(); ++s) {
     const std::vector<size_t>& indexes = by_server[s];
     if (indexes.empty()) continue;
-    Server& server = *servers_[s];
+    Server& server = *t.by_id[s];
     const size_t count =
         std::clamp<size_t>(indexes.size() / kMinKeysPerPart, 1, server.connections.size());
     const size_t first_part = parts.size();
@@ -565,7 +665,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
       Part part;
       part.connection = server.connections[(first + p) % server.connections.size()].get();
       part.classic = classic_allowed;
-      part.gutter = s >= primaries_;
+      part.gutter = server.gutter;
       parts.push_back(std::move(part));
     }
     for (size_t j = 0; j < indexes.size(); ++j) {
@@ -659,18 +759,20 @@ absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
   // While the key's primary is down the write goes to the gutter. Without a
   // gutter pool it stays queued for the primary: its batch fails if the
   // server is still down when it is sent.
-  Route route{ServerIndexFor(key), false};
+  const Topology& t = Current();
+  Route route{t.primaries[t.PrimaryFor(key)], false};
   // Read before routing: a transition in between makes the write's epoch
   // old, and its batch is dropped rather than sent where it no longer
   // belongs.
-  const uint64_t primary_epoch = RoutingEpoch(route.server);
+  const uint64_t primary_epoch = t.by_id[route.server]->health->transitions();
   const uint64_t pool_epoch = monitor_->epoch();
-  if (servers_.size() > primaries_) {
-    absl::StatusOr<Route> routed = RouteFor(key, /*write=*/true);
+  if (!t.gutters.empty()) {
+    absl::StatusOr<Route> routed = RouteIn(t, key, /*write=*/true);
     if (!routed.ok()) return routed.status();
     route = *routed;
   }
   write.epoch = route.gutter ? pool_epoch : primary_epoch;
+  write.version = t.version;
   if (kind != PreparedWrite::Kind::kDelete) {
     absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, route.gutter);
     if (!ttl.ok()) return ttl.status();
@@ -684,6 +786,7 @@ absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
 }
 
 void WriteBatch::Add(const PreparedWrite& write) {
+  size_t value_offset = 0;
   switch (write.kind) {
     case PreparedWrite::Kind::kSet: {
       SetRequest set;
@@ -691,6 +794,7 @@ void WriteBatch::Add(const PreparedWrite& write) {
       set.client_flags = write.flags;
       set.ttl = write.ttl_token;
       requests_.Set(write.key, set, /*quiet=*/true);
+      value_offset = requests_.bytes().size() - 2 - write.value.size();  // "<value>\r\n"
       break;
     }
     case PreparedWrite::Kind::kDelete:
@@ -704,25 +808,69 @@ void WriteBatch::Add(const PreparedWrite& write) {
       break;
     }
   }
+  entries_.push_back(
+      Entry{write.kind, write.flags, write.ttl_token, value_offset, write.value.size()});
 }
 
-WriteBatch ClientCore::NewWriteBatch(size_t server, uint64_t epoch, size_t capacity,
-                                     size_t expected_bytes) {
-  WriteBatch batch(server, epoch, servers_[server]->connections.front().get(), capacity);
+WriteBatch ClientCore::NewWriteBatch(size_t server, uint64_t epoch, uint64_t version,
+                                     size_t capacity, size_t expected_bytes) {
+  WriteBatch batch(server, epoch, version, Current().by_id[server]->connections.front().get(),
+                   capacity);
+  batch.entries_.reserve(capacity);
   if (expected_bytes > 0) batch.requests_.Reserve(capacity, expected_bytes);
   return batch;
+}
+
+absl::StatusOr<PreparedWrite> ClientCore::Replace(const WriteBatch& batch, size_t i,
+                                                  std::string_view user_key) const {
+  const WriteBatch::Entry& entry = batch.entries_[i];
+  const Topology& t = Current();
+  PreparedWrite write;
+  write.kind = entry.kind;
+  absl::StatusOr<WireKey> wire = Key(user_key);
+  if (!wire.ok()) return wire.status();
+  write.key = *std::move(wire);
+  write.value =
+      std::string_view(batch.requests_.bytes()).substr(entry.value_offset, entry.value_size);
+  write.flags = entry.flags;
+  write.ttl_token = entry.ttl_token;
+  Route route{t.primaries[t.PrimaryFor(user_key)], false};
+  const uint64_t primary_epoch = t.by_id[route.server]->health->transitions();
+  const uint64_t pool_epoch = monitor_->epoch();
+  if (!t.gutters.empty()) {
+    absl::StatusOr<Route> routed = RouteIn(t, user_key, /*write=*/true);
+    if (!routed.ok()) return routed.status();
+    route = *routed;
+  }
+  if (route.gutter && write.kind != PreparedWrite::Kind::kDelete) {
+    // The token as memcached reads it: 0 never expires, up to 30 days is
+    // relative, beyond is a Unix time. In the gutter: at most gutter_ttl.
+    const int64_t cap = absl::ToInt64Seconds(absl::Ceil(options_.gutter_ttl, absl::Seconds(1)));
+    int64_t relative = write.ttl_token;
+    if (relative > kMaxRelativeTtlSeconds) relative -= absl::ToUnixSeconds(absl::Now());
+    write.ttl_token = write.ttl_token == 0 ? cap : std::clamp<int64_t>(relative, 1, cap);
+  }
+  write.server = route.server;
+  write.epoch = route.gutter ? pool_epoch : primary_epoch;
+  write.version = t.version;
+  write.encoded_size = write.key.text.size() + write.value.size() + 64;
+  return write;
 }
 
 WriteTicket ClientCore::Send(WriteBatch batch) {
   WriteTicket ticket;
   ticket.connection_ = batch.connection_;
   ticket.size_ = batch.size();
+  // A batch of an older pool (the Mirror places queued ones again first,
+  // but one may be taken just before a SetServers) goes where it was placed,
+  // like a call in flight during the change.
+  const Topology& t = Current();
   // Without a gutter pool a transition changes no write's destination.
-  if (servers_.size() > primaries_ && batch.epoch_ != RoutingEpoch(batch.server_)) {
+  if (!t.gutters.empty() && batch.epoch_ != RoutingEpoch(batch.server_)) {
     ticket.send_status_ = absl::UnavailableError(absl::StrFormat(
         "memcached %s: a server of the pool went down or came back after these writes were "
         "queued; they are dropped rather than sent where their keys may no longer be read",
-        endpoints_[batch.server_].name));
+        t.by_id[batch.server_]->name));
     return ticket;
   }
   batch.requests_.EndWithMarker();

@@ -44,6 +44,7 @@
 #include "client/connection.h"
 #include "client/health.h"
 #include "client/ketama.h"
+#include "mutex.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/memcached.h"
 #include "tiercache/types.h"
@@ -109,6 +110,10 @@ struct PreparedWrite {
   // The routing it was prepared under (ClientCore::RoutingEpoch): a batch
   // holds writes of one epoch, and is not sent once the epoch has moved on.
   uint64_t epoch = 0;
+  // The pool it was placed in (ClientCore::topology_version): the Mirror
+  // places a queued batch of an older pool again (ClientCore::Replace)
+  // before it sends it.
+  uint64_t version = 0;
 };
 
 // Quiet writes for one server, encoded as they are added and sent in one
@@ -125,20 +130,34 @@ class WriteBatch {
   void Add(const PreparedWrite& write);
   size_t server() const { return server_; }
   uint64_t epoch() const { return epoch_; }
+  uint64_t version() const { return version_; }
   size_t size() const { return requests_.size(); }
   size_t capacity() const { return capacity_; }
   size_t bytes() const { return requests_.bytes().size(); }
 
  private:
   friend class ClientCore;
-  WriteBatch(size_t server, uint64_t epoch, Connection* connection, size_t capacity)
+  WriteBatch(size_t server, uint64_t epoch, uint64_t version, Connection* connection,
+             size_t capacity)
       : server_(server),
         epoch_(epoch),
+        version_(version),
         connection_(connection),
         capacity_(capacity),
         requests_(connection->ReserveOpaque(capacity + 1)) {}
+  // What Replace needs to prepare write i again: its value is in the
+  // encoded bytes.
+  struct Entry {
+    PreparedWrite::Kind kind;
+    uint32_t flags;
+    int64_t ttl_token;
+    size_t value_offset;
+    size_t value_size;
+  };
   size_t server_;
   uint64_t epoch_;
+  uint64_t version_;
+  std::vector<Entry> entries_;
   Connection* connection_;
   size_t capacity_;
   RequestBatch requests_;
@@ -175,33 +194,46 @@ class ClientCore {
   static absl::StatusOr<std::unique_ptr<ClientCore>> Create(const MemcachedOptions& options);
 
   ~ClientCore();
+  // As given to Create (`servers` is the first pool: ServerStates() has the
+  // current one).
   const MemcachedOptions& options() const { return options_; }
-  // Every server: the primaries (0 .. primaries - 1), then the gutter pool.
-  size_t server_count() const { return servers_.size(); }
-  // The primary a key lives on: libmemcached's ketama over the pool, by the
-  // key without the prefix (as libmemcached hashes a namespaced key).
-  size_t ServerIndexFor(std::string_view key) const {
-    return ketama_ == nullptr ? 0 : ketama_->ServerFor(key);
+  // Every server this client has had, by id (0, 1, ...: ids are never
+  // reused): the primaries, the gutter pool, and servers SetServers removed.
+  size_t server_count() const { return Current().by_id.size(); }
+  // The place in the current primary list of the server a key lives on:
+  // libmemcached's ketama over the pool, by the key without the prefix (as
+  // libmemcached hashes a namespaced key).
+  size_t ServerIndexFor(std::string_view key) const { return Current().PrimaryFor(key); }
+  // Its name, as configured.
+  const std::string& ServerNameFor(std::string_view key) const {
+    const Topology& t = Current();
+    return t.by_id[t.primaries[t.PrimaryFor(key)]]->name;
   }
-  // Where a request for `key` goes now: its primary, or while that is down
-  // the gutter server for the key (`gutter`: every TTL written there is
-  // capped at gutter_ttl). Unavailable, naming why, when the primary is down
-  // and there is no gutter pool.
+  // Where a request for `key` goes now: the id of its primary, or while that
+  // is down of the gutter server for the key (`gutter`: every TTL written
+  // there is capped at gutter_ttl). Unavailable, naming why, when the
+  // primary is down and there is no gutter pool. `write`: a store, delete,
+  // touch or counter (refused while the primary's rejoin step runs; see
+  // Rejoin in client_core.cc).
   struct Route {
     size_t server = 0;
     bool gutter = false;
   };
-  // `write`: a store, delete, touch or counter (refused while the primary's
-  // rejoin step runs; see Rejoin in client_core.cc).
   absl::StatusOr<Route> RouteFor(std::string_view key, bool write) const;
-  // The routing epoch a write to `server` is prepared under: that server's
-  // transitions for a primary; every transition of the pool for the gutter
-  // (its writes belong to whichever primaries are down).
-  uint64_t RoutingEpoch(size_t server) const {
-    return server < primaries_ ? monitor_->health(server).transitions() : monitor_->epoch();
-  }
-  std::vector<ServerStatus> ServerStates() const { return monitor_->Snapshot(); }
-
+  // The routing epoch a write to server `id` is prepared under: that
+  // server's transitions for a primary; every transition of the pool for the
+  // gutter (its writes belong to whichever primaries are down).
+  uint64_t RoutingEpoch(size_t id) const;
+  // Bumped by every SetServers.
+  uint64_t topology_version() const { return Current().version; }
+  // The primaries, then the gutter pool, in configured order.
+  std::vector<ServerStatus> ServerStates() const;
+  // Replaces the primary pool (the gutter pool stays). Keys are placed by
+  // ketama over the new list from the next call on; calls in flight finish
+  // on the servers they started on; connections to removed servers close
+  // once idle and are not reopened. InvalidArgument for a list Create would
+  // refuse, with nothing changed.
+  absl::Status SetServers(const std::vector<std::string>& servers);
   // --- Validation (memcached's limits) -------------------------------------
   absl::StatusOr<WireKey> Key(std::string_view key) const;
   absl::Status CheckValue(const WireKey& key, size_t value_size) const;
@@ -240,8 +272,15 @@ class ClientCore {
   // order they are sent.
   // `expected_bytes`: room reserved for the encoded writes (a guess from
   // earlier batches saves regrowing a large buffer while filling it).
-  WriteBatch NewWriteBatch(size_t server, uint64_t epoch, size_t capacity,
+  // `server`, `epoch` and `version` as a PreparedWrite has them.
+  WriteBatch NewWriteBatch(size_t server, uint64_t epoch, uint64_t version, size_t capacity,
                            size_t expected_bytes = 0);
+  // Write `i` of a batch of an older pool (topology_version), prepared again
+  // for the current one: routed anew, its TTL capped if it now goes to the
+  // gutter, its value a view into `batch` (valid while `batch` lives).
+  // `user_key` is the key it was prepared from.
+  absl::StatusOr<PreparedWrite> Replace(const WriteBatch& batch, size_t i,
+                                        std::string_view user_key) const;
   // Puts the batch on the wire (ended by its marker) and returns at once; a
   // failure to send is reported by Await. A batch whose routing epoch has
   // moved on (its server, or with a gutter pool any server, went down or
@@ -254,6 +293,11 @@ class ClientCore {
 
  private:
   struct Server {
+    std::string name;  // as configured
+    Endpoint endpoint;
+    bool gutter = false;
+    size_t id = 0;
+    ServerHealth* health = nullptr;  // the monitor's
     std::vector<std::unique_ptr<Connection>> connections;
     // Each thread keeps to one connection (threads are dealt out round-robin
     // on first use): a thread alone on its connection reads its own answers
@@ -264,30 +308,53 @@ class ClientCore {
     }
     static inline std::atomic<size_t> next_thread{0};
   };
+  // The pool as one immutable snapshot: the request path reads it with one
+  // atomic load and no reference count. SetServers publishes a new one.
+  struct Topology {
+    uint64_t version = 0;
+    std::vector<std::shared_ptr<Server>> by_id;  // every server ever, by id
+    std::vector<size_t> primaries;               // ids, in configured order
+    std::vector<size_t> gutters;
+    std::unique_ptr<Ketama> ketama;         // null with one primary
+    std::unique_ptr<Ketama> gutter_ketama;  // null with fewer than two gutter servers
+    size_t PrimaryFor(std::string_view key) const {
+      return ketama == nullptr ? 0 : ketama->ServerFor(key);
+    }
+  };
 
   explicit ClientCore(const MemcachedOptions& options) : options_(options) {}
+  const Topology& Current() const { return *topology_.load(std::memory_order_acquire); }
+  // RouteFor in the topology `t` (a call keeps to one snapshot).
+  absl::StatusOr<Route> RouteIn(const Topology& t, std::string_view key, bool write) const;
+  absl::Status CheckTlsTarget(const Endpoint& endpoint) const;
   absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
+  // A Server for `name` (checked), with its connections and a health entry.
+  absl::StatusOr<std::shared_ptr<Server>> NewServer(const std::string& name, bool gutter,
+                                                    size_t id);
   // One request for `key`, added to a batch by `encode(wire_key, gutter,
   // &batch)`, and the response that provably answers it. A request that
   // fails because its primary just went down is sent again to the gutter.
   template <typename EncodeFn>
   absl::StatusOr<Response> Exchange(std::string_view key, bool write, EncodeFn&& encode);
-  // The monitor's probe of server `index`: a round trip on a connection of
-  // its own, and for a primary with a gutter pool the rejoin step (see
-  // Rejoin in client_core.cc).
-  absl::Status Probe(size_t index, absl::Time down_since);
-  absl::Status Rejoin(Connection& connection, size_t index, absl::Time down_since);
-  absl::Status FlushRefused(size_t index) const;
+  // The monitor's probe of server `id`: a round trip on a connection of its
+  // own, and for a primary with a gutter pool the rejoin step (see Rejoin in
+  // client_core.cc).
+  absl::Status Probe(size_t id, absl::Time down_since);
+  absl::Status Rejoin(Connection& connection, const Server& server, absl::Time down_since);
+  absl::Status FlushRefused(const Server& server) const;
 
   const MemcachedOptions options_;
   ConnectionOptions connection_options_;
-  std::vector<Endpoint> endpoints_;  // of servers_, in the same order
-  std::vector<std::unique_ptr<Server>> servers_;
-  size_t primaries_ = 0;
-  std::unique_ptr<Ketama> ketama_;         // null with one primary
-  std::unique_ptr<Ketama> gutter_ketama_;  // null with fewer than two gutter servers
-  // Declared last: destroyed first, so its thread never sees a server gone.
+  // Declared before the topologies: destroyed after them (the connections
+  // point at its ServerHealth entries).
   std::unique_ptr<HealthMonitor> monitor_;
+  // SetServers, one at a time.
+  common_internal::Mutex topology_mu_;
+  // Every topology ever published, kept for the client's life so that a
+  // call still reading an old one never races its destruction (a few
+  // hundred bytes per SetServers; removed servers' sockets are closed).
+  std::vector<std::unique_ptr<Topology>> topologies_ ABSL_GUARDED_BY(topology_mu_);
+  std::atomic<const Topology*> topology_{nullptr};
 };
 
 // The core under a public client (for the Mirror and TieredCache).

@@ -287,6 +287,12 @@ void Connection::Abort(const absl::Status& why) {
   if (fd_ >= 0 || !pending_.empty()) ResetLocked(why);
 }
 
+void Connection::Retire() {
+  common_internal::MutexLock lock(&mu_);
+  retired_ = true;
+  if (pending_.empty() && !reader_active_ && fd_ >= 0) CloseSocketLocked();
+}
+
 void Connection::AllowReconnectNow() {
   common_internal::MutexLock lock(&mu_);
   next_attempt_ = absl::InfinitePast();
@@ -304,6 +310,10 @@ absl::Status Connection::DownStatusLocked() const {
 }
 
 absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
+  if (retired_ && fd_ < 0) {
+    return absl::UnavailableError(
+        absl::StrFormat("%s was removed from the pool (SetServers)", Describe()));
+  }
   while (true) {
     if (fd_ >= 0 && !reader_active_ && OverdueLocked()) {
       // Nobody is reading, and the oldest request is op_timeout old: its
@@ -452,6 +462,8 @@ void Connection::CompleteFrontLocked(absl::Status status) {
 
 void Connection::HandOffReadingLocked() {
   if (reader_active_) return;
+  // A retired connection closes once its last answer is in.
+  if (retired_ && pending_.empty() && fd_ >= 0) CloseSocketLocked();
   for (const std::shared_ptr<Exchange>& next : pending_) {
     if (next->waiting) {
       next->wake.notify_one();

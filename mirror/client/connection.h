@@ -135,6 +135,9 @@ class Connection {
   // The server is back (a probe was answered): the next call connects at
   // once, whatever backoff this connection had reached.
   void AllowReconnectNow();
+  // The server left the pool (SetServers): what is pending is answered, then
+  // the socket closes and is never reopened (a late caller gets Unavailable).
+  void Retire();
 
  private:
   // Makes `fd_` a live connection or says why not. Releases the lock while
@@ -182,6 +185,7 @@ class Connection {
   // Bumped by every reset: a reader's fd may be stale.
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   bool connecting_ ABSL_GUARDED_BY(mu_) = false;
+  bool retired_ ABSL_GUARDED_BY(mu_) = false;  // see Retire
   bool reader_active_ ABSL_GUARDED_BY(mu_) = false;
   int reader_fd_ ABSL_GUARDED_BY(mu_) = -1;  // the descriptor the reader polls
   // reader_fd_ was shut down: the reader closes it.

@@ -21,24 +21,38 @@ void ServerHealth::ReportTimeout(const absl::Status& why) {
   }
 }
 
-HealthMonitor::HealthMonitor(std::vector<std::string> names, std::vector<bool> gutter,
-                             const MemcachedOptions& options, Hooks hooks)
+HealthMonitor::HealthMonitor(const MemcachedOptions& options, Hooks hooks)
     : hooks_(std::move(hooks)),
       timeouts_before_down_(std::max<uint32_t>(1, options.timeouts_before_down)),
       // A zero backoff would probe in a tight loop.
       first_backoff_(std::max(options.reconnect_backoff, absl::Milliseconds(1))),
       max_backoff_(options.max_reconnect_backoff),
       on_server_state_(options.on_server_state),
-      servers_(names.size()),
-      jitter_(static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()))) {
-  for (size_t i = 0; i < names.size(); ++i) {
-    servers_[i].name = std::move(names[i]);
-    servers_[i].gutter = gutter[i];
-    servers_[i].health.reset(new ServerHealth(this, i));
-  }
+      jitter_(static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()))) {}
+
+size_t HealthMonitor::Add(std::string name, bool gutter) {
+  common_internal::MutexLock lock(&mu_);
+  auto server = std::make_unique<Server>();
+  server->name = std::move(name);
+  server->gutter = gutter;
+  server->health.reset(new ServerHealth(this, servers_.size()));
+  servers_.push_back(std::move(server));
+  return servers_.size() - 1;
 }
 
-HealthMonitor::~HealthMonitor() {
+void HealthMonitor::Retire(size_t index) {
+  common_internal::MutexLock lock(&mu_);
+  servers_[index]->retired = true;
+}
+
+ServerHealth& HealthMonitor::health(size_t index) const {
+  common_internal::MutexLock lock(&mu_);
+  return *servers_[index]->health;
+}
+
+HealthMonitor::~HealthMonitor() { Stop(); }
+
+void HealthMonitor::Stop() {
   {
     common_internal::MutexLock lock(&mu_);
     stop_ = true;
@@ -56,8 +70,8 @@ absl::Duration HealthMonitor::JitteredLocked(absl::Duration d) {
 void HealthMonitor::MarkDown(size_t index, const absl::Status& why) {
   {
     common_internal::MutexLock lock(&mu_);
-    Server& server = servers_[index];
-    if (stop_ || server.health->down()) return;
+    Server& server = *servers_[index];
+    if (stop_ || server.retired || server.health->down()) return;
     server.health->down_.store(true, std::memory_order_release);
     server.health->transitions_.fetch_add(1, std::memory_order_acq_rel);
     epoch_.fetch_add(1, std::memory_order_acq_rel);
@@ -78,7 +92,7 @@ void HealthMonitor::MarkDown(size_t index, const absl::Status& why) {
 
 absl::Status HealthMonitor::DownStatus(size_t index) const {
   common_internal::MutexLock lock(&mu_);
-  const Server& server = servers_[index];
+  const Server& server = *servers_[index];
   const absl::Time now = absl::Now();
   return absl::UnavailableError(absl::StrFormat(
       "memcached %s is down since %s ago (%s); next probe in %s", server.name,
@@ -88,43 +102,42 @@ absl::Status HealthMonitor::DownStatus(size_t index) const {
                                        absl::Milliseconds(1)))));
 }
 
-std::vector<ServerStatus> HealthMonitor::Snapshot() const {
+ServerStatus HealthMonitor::Status(size_t index) const {
   common_internal::MutexLock lock(&mu_);
-  std::vector<ServerStatus> out;
-  out.reserve(servers_.size());
-  for (const Server& server : servers_) {
-    ServerStatus status;
-    status.server = server.name;
-    status.gutter = server.gutter;
-    status.up = !server.health->down();
-    status.down_since = status.up ? absl::InfinitePast() : server.down_since;
-    status.last_error = server.why;
-    status.times_down = server.times_down;
-    status.times_up = server.times_up;
-    status.rerouted = server.health->rerouted_.load(std::memory_order_relaxed);
-    out.push_back(std::move(status));
-  }
-  return out;
+  const Server& server = *servers_[index];
+  ServerStatus status;
+  status.server = server.name;
+  status.gutter = server.gutter;
+  status.up = !server.health->down();
+  status.down_since = status.up ? absl::InfinitePast() : server.down_since;
+  status.last_error = server.why;
+  status.times_down = server.times_down;
+  status.times_up = server.times_up;
+  status.rerouted = server.health->rerouted_.load(std::memory_order_relaxed);
+  return status;
 }
 
 void HealthMonitor::Run() {
   while (true) {
     {
       common_internal::MutexLock lock(&mu_);
-      absl::Time next = absl::InfiniteFuture();
-      for (const Server& server : servers_) {
-        if (server.health->down()) next = std::min(next, server.next_probe);
-      }
+      const auto next_probe = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        absl::Time next = absl::InfiniteFuture();
+        for (const auto& server : servers_) {
+          if (server->health->down() && !server->retired) {
+            next = std::min(next, server->next_probe);
+          }
+        }
+        return next;
+      };
+      absl::Time next = next_probe();
       while (!stop_ && events_.empty() && absl::Now() < next) {
         if (next == absl::InfiniteFuture()) {
           wake_.wait(lock);
         } else {
           wake_.wait_until(lock, absl::ToChronoTime(next));
         }
-        next = absl::InfiniteFuture();
-        for (const Server& server : servers_) {
-          if (server.health->down()) next = std::min(next, server.next_probe);
-        }
+        next = next_probe();
       }
       if (stop_) return;
     }
@@ -135,36 +148,39 @@ void HealthMonitor::Run() {
 
 void HealthMonitor::DeliverEvents() {
   std::deque<Event> events;
+  std::vector<std::string> names;
   {
     common_internal::MutexLock lock(&mu_);
     events.swap(events_);
+    for (const Event& event : events) names.push_back(servers_[event.index]->name);
   }
   // Outside the lock: the hooks take the connections' locks, and a user's
   // callback may call the client.
-  for (const Event& event : events) {
+  for (size_t i = 0; i < events.size(); ++i) {
+    const Event& event = events[i];
     if (!event.up && hooks_.on_down) hooks_.on_down(event.index, event.why);
-    if (on_server_state_) on_server_state_(servers_[event.index].name, event.up, event.why);
+    if (on_server_state_) on_server_state_(names[i], event.up, event.why);
   }
 }
 
 void HealthMonitor::ProbeDue() {
-  for (size_t i = 0; i < servers_.size(); ++i) {
+  for (size_t i = 0;; ++i) {
     // A server marked down during an earlier probe has its down reported
     // (and its connections closed) before it can be probed and marked up.
     DeliverEvents();
     absl::Time down_since;
     {
       common_internal::MutexLock lock(&mu_);
-      if (stop_) return;
-      const Server& server = servers_[i];
-      if (!server.health->down() || absl::Now() < server.next_probe) continue;
+      if (stop_ || i >= servers_.size()) return;
+      const Server& server = *servers_[i];
+      if (server.retired || !server.health->down() || absl::Now() < server.next_probe) continue;
       down_since = server.down_since;
     }
     const absl::Status probed = hooks_.probe ? hooks_.probe(i, down_since) : absl::OkStatus();
     if (probed.ok() && hooks_.on_up) hooks_.on_up(i);
     {
       common_internal::MutexLock lock(&mu_);
-      Server& server = servers_[i];
+      Server& server = *servers_[i];
       // Up (or still down) first, then writes of its keys are accepted
       // again: none goes to the gutter between its rejoin step and now.
       const auto end_rejoin = [&server] { server.health->set_rejoining(false); };

@@ -127,27 +127,33 @@ class HealthMonitor {
     std::function<void(size_t index)> on_up;
   };
 
-  // `names` as configured; `gutter[i]` says whether server i is a gutter.
-  HealthMonitor(std::vector<std::string> names, std::vector<bool> gutter,
-                const MemcachedOptions& options, Hooks hooks);
-  ~HealthMonitor();  // stops and joins the thread
+  // Servers are added with Add; `index` in the hooks is what Add returned.
+  HealthMonitor(const MemcachedOptions& options, Hooks hooks);
+  ~HealthMonitor();  // Stop()
+  // Stops and joins the thread: no hook runs after it returns.
+  void Stop();
   HealthMonitor(const HealthMonitor&) = delete;
   HealthMonitor& operator=(const HealthMonitor&) = delete;
 
   // Bumped by every transition of any server: a write routed before a
   // transition may be routed wrongly after it (WriteBatch checks).
   uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
-  ServerHealth& health(size_t index) { return *servers_[index].health; }
-  const ServerHealth& health(size_t index) const { return *servers_[index].health; }
+  // A server to watch, as configured; returns its index (0, 1, ... in the
+  // order added; never reused). Its ServerHealth lives as long as the monitor.
+  size_t Add(std::string name, bool gutter);
+  // It left the pool (SetServers): no more probes, reports or transitions.
+  void Retire(size_t index);
+  ServerHealth& health(size_t index) const;
   // Unavailable naming server `index`, why it is down and when it is probed next.
   absl::Status DownStatus(size_t index) const;
-  std::vector<ServerStatus> Snapshot() const;
+  ServerStatus Status(size_t index) const;
 
  private:
   friend class ServerHealth;
   struct Server {
     std::string name;
     bool gutter = false;
+    bool retired = false;
     std::unique_ptr<ServerHealth> health;
     // The state of an outage: set when marked down.
     absl::Time down_since = absl::InfinitePast();
@@ -178,9 +184,9 @@ class HealthMonitor {
   const std::function<void(std::string_view, bool, const absl::Status&)> on_server_state_;
 
   mutable common_internal::Mutex mu_;
-  // Every Server's outage fields (not `health`, which is immutable, nor its
-  // atomics) are guarded by mu_.
-  std::vector<Server> servers_;
+  // Each Server's fields but `health`'s atomics are guarded by mu_ (`name`,
+  // `gutter` and `health` never change once added, but the vector grows).
+  std::vector<std::unique_ptr<Server>> servers_ ABSL_GUARDED_BY(mu_);
   std::condition_variable_any wake_;
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);  // to report, oldest first
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -27,6 +27,10 @@ const MemcachedOptions& MemcachedClient::options() const { return core_->options
 
 std::vector<ServerStatus> MemcachedClient::ServerStates() const { return core_->ServerStates(); }
 
+absl::Status MemcachedClient::SetServers(const std::vector<std::string>& servers) {
+  return core_->SetServers(servers);
+}
+
 absl::StatusOr<std::optional<Item>> MemcachedClient::Get(std::string_view key) {
   absl::StatusOr<Fetched> fetched = core_->Fetch(key);
   if (!fetched.ok()) return fetched.status();

@@ -41,8 +41,11 @@ class Mirror::Impl {
   Impl(MemcachedClient* l2, MirrorOptions options)
       : core_(mirror_internal::CoreOf(*l2)),
         options_(std::move(options)),
-        server_count_(core_.server_count()),
-        queues_(server_count_) {
+        queues_(core_.server_count()) {
+    {
+      MutexLock hold(&mu_);
+      version_seen_ = core_.topology_version();
+    }
     if (options_.mode == MirrorMode::kAsync) thread_ = std::thread([this] { SendLoop(); });
   }
 
@@ -88,21 +91,25 @@ class Mirror::Impl {
     }
     // Encoded straight into the batch being filled for the key's server: no
     // per-write object, and the sender only puts whole batches on the wire.
+    // SetServers adds servers (ids only grow).
+    if (prepared->server >= queues_.size()) queues_.resize(prepared->server + 1);
     std::deque<Batch>& queue = queues_[prepared->server];
-    // A batch holds writes of one routing epoch (see ClientCore::Send).
+    // A batch holds writes of one routing epoch and one pool (see
+    // ClientCore::Send).
     if (queue.empty() || queue.back().writes.size() == options_.max_batch ||
-        queue.back().writes.epoch() != prepared->epoch) {
+        queue.back().writes.epoch() != prepared->epoch ||
+        queue.back().writes.version() != prepared->version) {
       // Sized like the last full batch, up to 256 KiB: a batch would
       // otherwise regrow (and copy) its buffer a dozen times while filling.
       // The cap keeps what a mostly empty batch per server holds small (the
       // queue's byte bound counts encoded bytes, not capacity).
       constexpr size_t kMaxReserve = 256 << 10;
-      queue.push_back(
-          Batch{core_.NewWriteBatch(prepared->server, prepared->epoch, options_.max_batch,
-                                    std::min(last_full_batch_bytes_, kMaxReserve)),
-                {},
-                {},
-                {}});
+      queue.push_back(Batch{
+          core_.NewWriteBatch(prepared->server, prepared->epoch, prepared->version,
+                              options_.max_batch, std::min(last_full_batch_bytes_, kMaxReserve)),
+          {},
+          {},
+          {}});
     }
     Batch& batch = queue.back();
     const size_t before = batch.writes.bytes();
@@ -148,6 +155,7 @@ class Mirror::Impl {
     stats.failed = failed_;
     stats.dropped = dropped_;
     stats.queue_depth = queued_writes_;
+    stats.rerouted = rerouted_;
     return stats;
   }
 
@@ -234,27 +242,88 @@ class Mirror::Impl {
       MutexLock hold(&mu_);
       failed_ += failures;
       replicated_ += batch.count() - failures;
-      // Batches for different servers finish out of order: `finished_` only
-      // moves past writes all of whose predecessors have finished too.
-      for (uint64_t sequence : batch.sequence) {
-        const uint64_t offset = sequence - finished_.load(std::memory_order_relaxed) - 1;
-        TIERCACHE_ASSERT(sequence > finished_.load(std::memory_order_relaxed) &&
-                             offset < finished_flags_.size() && !finished_flags_[offset],
-                         "a write finished twice, or one never accepted");
-        finished_flags_[offset] = true;
-      }
-      uint64_t finished = finished_.load(std::memory_order_relaxed);
-      while (!finished_flags_.empty() && finished_flags_.front()) {
-        finished_flags_.pop_front();
-        ++finished;
-      }
-      finished_.store(finished, std::memory_order_release);
-      TIERCACHE_ASSERT(
-          finished <= accepted_.load(std::memory_order_relaxed) &&
-              finished_flags_.size() == accepted_.load(std::memory_order_relaxed) - finished,
-          "the finished watermark passed the writes accepted");
+      MarkFinishedLocked(batch.sequence);
     }
     progress_.notify_all();
+  }
+
+  // Batches for different servers finish out of order: `finished_` only
+  // moves past writes all of whose predecessors have finished too.
+  void MarkFinishedLocked(const std::vector<uint64_t>& sequences)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (uint64_t sequence : sequences) {
+      const uint64_t offset = sequence - finished_.load(std::memory_order_relaxed) - 1;
+      TIERCACHE_ASSERT(sequence > finished_.load(std::memory_order_relaxed) &&
+                           offset < finished_flags_.size() && !finished_flags_[offset],
+                       "a write finished twice, or one never accepted");
+      finished_flags_[offset] = true;
+    }
+    uint64_t finished = finished_.load(std::memory_order_relaxed);
+    while (!finished_flags_.empty() && finished_flags_.front()) {
+      finished_flags_.pop_front();
+      ++finished;
+    }
+    finished_.store(finished, std::memory_order_release);
+    TIERCACHE_ASSERT(
+        finished <= accepted_.load(std::memory_order_relaxed) &&
+            finished_flags_.size() == accepted_.load(std::memory_order_relaxed) - finished,
+        "the finished watermark passed the writes accepted");
+    progress_.notify_all();
+  }
+
+  // The pool changed (SetServers): every queued batch of an older pool is
+  // taken apart and its writes placed again, in their order, into batches
+  // for their new servers, ahead of anything queued under the new pool (so
+  // a key's older writes still reach its server before its newer ones).
+  // A write that cannot be placed (its server down, no gutter) fails and is
+  // counted; `failures` collects them to report outside the lock.
+  void ReplaceQueuedLocked(std::vector<std::pair<std::string, absl::Status>>* failures)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const uint64_t version = core_.topology_version();
+    if (queues_.size() < core_.server_count()) queues_.resize(core_.server_count());
+    std::vector<std::deque<Batch>> placed(queues_.size());
+    std::vector<uint64_t> failed_sequences;
+    for (std::deque<Batch>& queue : queues_) {
+      // Older pools' batches are at the front: batches are queued in order.
+      while (!queue.empty() && queue.front().writes.version() != version) {
+        Batch old = std::move(queue.front());
+        queue.pop_front();
+        queued_writes_ -= old.count();
+        queued_bytes_ -= old.writes.bytes();
+        for (size_t i = 0; i < old.count(); ++i) {
+          absl::StatusOr<PreparedWrite> write = core_.Replace(old.writes, i, old.Key(i));
+          if (!write.ok()) {
+            failures->emplace_back(std::string(old.Key(i)), write.status());
+            failed_sequences.push_back(old.sequence[i]);
+            continue;
+          }
+          std::deque<Batch>& target = placed[write->server];
+          if (target.empty() || target.back().writes.size() == options_.max_batch ||
+              target.back().writes.epoch() != write->epoch) {
+            target.push_back(Batch{core_.NewWriteBatch(write->server, write->epoch, write->version,
+                                                       options_.max_batch),
+                                   {},
+                                   {},
+                                   {}});
+          }
+          Batch& batch = target.back();
+          const size_t before = batch.writes.bytes();
+          batch.writes.Add(*write);
+          batch.keys.append(old.Key(i));
+          batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
+          batch.sequence.push_back(old.sequence[i]);
+          queued_writes_ += 1;
+          queued_bytes_ += batch.writes.bytes() - before;
+          ++rerouted_;
+        }
+      }
+    }
+    for (size_t s = 0; s < queues_.size(); ++s) {
+      for (Batch& newer : queues_[s]) placed[s].push_back(std::move(newer));
+      queues_[s] = std::move(placed[s]);
+    }
+    failed_ += failed_sequences.size();
+    if (!failed_sequences.empty()) MarkFinishedLocked(failed_sequences);
   }
 
   void SendLoop() {
@@ -263,7 +332,10 @@ class Mirror::Impl {
     constexpr size_t kMaxInFlight = 4;
     std::deque<InFlight> in_flight;
     size_t server = 0;  // round-robin over the servers' queues
+    std::vector<std::pair<std::string, absl::Status>> failures;  // of ReplaceQueuedLocked
     while (true) {
+      for (const auto& [key, why] : failures) Report(key, why);
+      failures.clear();
       std::optional<Batch> next;
       {
         MutexLock lock(&mu_);
@@ -276,7 +348,15 @@ class Mirror::Impl {
           if (queued_writes_ == 0) return;  // stopping, and everything is sent
         }
         if (queued_writes_ > 0 && in_flight.size() < kMaxInFlight) {
-          while (queues_[server].empty()) server = (server + 1) % server_count_;
+          // The pool changed since the last batch was taken: place every
+          // older batch again before any is sent (see ReplaceQueuedLocked).
+          if (const uint64_t version = core_.topology_version(); version != version_seen_) {
+            version_seen_ = version;
+            ReplaceQueuedLocked(&failures);
+            server = 0;
+            if (!failures.empty() || queued_writes_ == 0) continue;  // report, then go on
+          }
+          while (queues_[server].empty()) server = (server + 1) % queues_.size();
           next = std::move(queues_[server].front());
           queues_[server].pop_front();
           TIERCACHE_ASSERT(queued_writes_ >= next->count() && queued_bytes_ >= next->writes.bytes(),
@@ -292,13 +372,12 @@ class Mirror::Impl {
       }
       room_.notify_all();
       in_flight.push_back(SendBatch(*std::move(next)));
-      server = (server + 1) % server_count_;
+      server = (server + 1) % queues_.size();
     }
   }
 
   ClientCore& core_;
   const MirrorOptions options_;
-  const size_t server_count_;
 
   // Guards the queues and the counts below. Invariants, under it:
   //   queued_writes_ = the writes in `queues_`, queued_bytes_ = their bytes;
@@ -327,6 +406,9 @@ class Mirror::Impl {
   uint64_t replicated_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t rerouted_ ABSL_GUARDED_BY(mu_) = 0;
+  // The pool version the queued batches were last placed for.
+  uint64_t version_seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

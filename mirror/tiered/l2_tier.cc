@@ -65,6 +65,9 @@ class MemcachedTier final : public L2Tier {
   absl::Status Flush(absl::Duration timeout) override { return mirror_->Flush(timeout); }
   MirrorStats mirror_stats() const override { return mirror_->Stats(); }
   std::vector<ServerStatus> server_states() const override { return primary_->ServerStates(); }
+  absl::Status SetServers(const std::vector<std::string>& servers) override {
+    return primary_->SetServers(servers);
+  }
 
  private:
   const std::unique_ptr<MemcachedClient> primary_;

@@ -76,6 +76,8 @@ class L2Tier {
   virtual MirrorStats mirror_stats() const = 0;
   // The L2 servers and their health (MemcachedClient::ServerStates).
   virtual std::vector<ServerStatus> server_states() const = 0;
+  // MemcachedClient::SetServers of the primary pool.
+  virtual absl::Status SetServers(const std::vector<std::string>& servers) = 0;
 };
 
 // The real L2: memcached pools through their ClientCores, replication

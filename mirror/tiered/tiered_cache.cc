@@ -188,6 +188,9 @@ class TieredCache::Impl {
   }
 
   absl::Status Flush(absl::Duration timeout) { return l2_->Flush(timeout); }
+  absl::Status SetServers(const std::vector<std::string>& servers) {
+    return l2_->SetServers(servers);
+  }
 
   const TieredOptions& options() const { return options_; }
 
@@ -403,6 +406,10 @@ absl::StatusOr<uint64_t> TieredCache::Decrement(std::string_view key, uint64_t d
 }
 
 absl::Status TieredCache::Flush(absl::Duration timeout) { return impl_->Flush(timeout); }
+
+absl::Status TieredCache::SetServers(const std::vector<std::string>& servers) {
+  return impl_->SetServers(servers);
+}
 
 TieredStats TieredCache::Stats() const { return impl_->Stats(); }
 

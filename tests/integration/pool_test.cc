@@ -4,14 +4,23 @@
 
 #include <libmemcached/memcached.h>
 
+#include <atomic>
+#include <cstdio>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/client_core.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
 #include "tiercache/memcached.h"
 #include "tiercache/mirror.h"
+#include "tiercache/tiered_cache.h"
 
 namespace tiercache {
 namespace {
@@ -97,6 +106,169 @@ TEST_F(PoolTest, OneServerDownLeavesTheOthersKeysServed) {
   }
   EXPECT_GT(served, 10);       // a's keys
   EXPECT_GT(unavailable, 10);  // b's keys fail, fast, without moving to a
+}
+
+// SetServers: a third server joins, then the first leaves.
+class PoolChangeTest : public PoolTest {
+ protected:
+  // The name libmemcached, configured with `servers` (KETAMA_WEIGHTED),
+  // gives the server of `key`.
+  static std::vector<std::string> LibmemcachedPlacement(
+      const std::vector<const testing::MemcachedServer*>& servers,
+      const std::vector<std::string>& keys) {
+    memcached_st* memc = memcached_create(nullptr);
+    memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+    for (const testing::MemcachedServer* server : servers) {
+      memcached_server_add(memc, "127.0.0.1", static_cast<in_port_t>(server->port()));
+    }
+    std::vector<std::string> placed;
+    for (const std::string& key : keys) {
+      memcached_return_t rc;
+      const memcached_instance_st* instance =
+          memcached_server_by_key(memc, key.data(), key.size(), &rc);
+      placed.push_back(
+          absl::StrCat(memcached_server_name(instance), ":", memcached_server_port(instance)));
+    }
+    memcached_free(memc);
+    return placed;
+  }
+
+  testing::MemcachedServer c_;
+};
+
+TEST_F(PoolChangeTest, PlacementIsLibmemcachedsForEachNewList) {
+  ASSERT_TRUE(c_.running());
+  std::vector<std::string> keys;
+  for (int i = 0; i < 20000; ++i) keys.push_back(absl::StrCat("placed:", i));
+  const auto check = [&](const std::vector<const testing::MemcachedServer*>& servers) {
+    const std::vector<std::string> expected = LibmemcachedPlacement(servers, keys);
+    int wrong = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      wrong += mirror_internal::CoreOf(*pool_).ServerNameFor(keys[i]) != expected[i];
+    }
+    EXPECT_EQ(wrong, 0);
+  };
+  check({&a_, &b_});
+  ASSERT_TRUE(pool_->SetServers({a_.address(), b_.address(), c_.address()}).ok());
+  check({&a_, &b_, &c_});
+  ASSERT_TRUE(pool_->SetServers({b_.address(), c_.address()}).ok());
+  check({&b_, &c_});
+  // The states follow the list.
+  const std::vector<ServerStatus> states = pool_->ServerStates();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_EQ(states[0].server, b_.address());
+  EXPECT_EQ(states[1].server, c_.address());
+  // And what is written lands where libmemcached looks for it.
+  ASSERT_TRUE(pool_->Set("placed:0", "here").ok());
+  const std::string home = LibmemcachedPlacement({&b_, &c_}, {"placed:0"})[0];
+  EXPECT_EQ((*Single(home == b_.address() ? b_ : c_)->Get("placed:0"))->value, "here");
+}
+
+TEST_F(PoolChangeTest, BadListsChangeNothing) {
+  EXPECT_EQ(pool_->SetServers({}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool_->SetServers({a_.address(), a_.address()}).message(),
+            a_.address() + " is listed twice in the servers");
+  EXPECT_EQ(pool_->SetServers({a_.address(), "no-port"}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(pool_->ServerStates().size(), 2u);
+  EXPECT_TRUE(pool_->Set("still", "works").ok());
+}
+
+TEST_F(PoolChangeTest, CallersDuringTheChangeSeeNoErrorButForTheRemovedServer) {
+  ASSERT_TRUE(c_.running());
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0};
+  std::mutex mu;
+  std::vector<std::string> unexpected;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int n = 0; !stop.load(); ++n) {
+        const std::string key = absl::StrCat("busy:", t, ":", n % 500);
+        const absl::Status set = pool_->Set(key, "v").status();
+        const absl::Status get = pool_->Get(key).status();
+        calls += 2;
+        for (const absl::Status& s : {set, get}) {
+          // A call that started on a (removed) may fail naming it.
+          if (!s.ok() && !absl::StrContains(s.message(), a_.address())) {
+            std::lock_guard<std::mutex> hold(mu);
+            unexpected.push_back(s.ToString());
+          }
+        }
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(pool_->SetServers({a_.address(), b_.address(), c_.address()}).ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(pool_->SetServers({b_.address(), c_.address()}).ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  stop = true;
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(unexpected, ::testing::IsEmpty());
+  EXPECT_GT(calls.load(), 1000);
+}
+
+TEST_F(PoolChangeTest, QueuedReplicationIsPlacedAgainNotLost) {
+  ASSERT_TRUE(c_.running());
+  MirrorOptions options;
+  options.max_batch = 16;  // many small batches: most are still queued at the change
+  auto mirror = *Mirror::Create(pool_.get(), options);
+  constexpr int kWrites = 20000;
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_TRUE(mirror->ReplicateValue(absl::StrCat("q:", i), absl::StrCat("v", i)).ok());
+  }
+  ASSERT_TRUE(pool_->SetServers({b_.address(), c_.address()}).ok());
+  ASSERT_TRUE(mirror->Flush(absl::Seconds(30)).ok());
+  const MirrorStats stats = mirror->Stats();
+  EXPECT_EQ(stats.failed, 0u);
+  EXPECT_EQ(stats.replicated, static_cast<uint64_t>(kWrites));
+  // Writes the sender had already put on the wire before the change went
+  // where the old pool placed them, as any write done before the change;
+  // every write still queued was placed again, and is where the new pool
+  // looks for it. None is lost: each is under one placement or the other.
+  MemcachedOptions fresh;
+  fresh.servers = {b_.address(), c_.address()};
+  auto new_pool = *MemcachedClient::Create(fresh);
+  fresh.servers = {a_.address(), b_.address()};
+  auto old_pool = *MemcachedClient::Create(fresh);
+  int in_new = 0, in_either = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    const std::string key = absl::StrCat("q:", i), value = absl::StrCat("v", i);
+    absl::StatusOr<std::optional<Item>> item = new_pool->Get(key);
+    ASSERT_TRUE(item.ok()) << item.status();
+    const bool there = item->has_value() && (*item)->value == value;
+    in_new += there;
+    if (!there) {
+      item = old_pool->Get(key);
+      ASSERT_TRUE(item.ok()) << item.status();
+    }
+    in_either += there || (item->has_value() && (*item)->value == value);
+  }
+  EXPECT_EQ(in_either, kWrites);
+  EXPECT_GT(stats.rerouted, 0u);
+  // Placed again means found under the new placement (but for at most the
+  // 4 batches of 16 the sender may have had on the wire at the change).
+  EXPECT_GE(in_new, static_cast<int>(stats.rerouted) - 4 * 16);
+  std::printf("queued at the change and placed again: %llu of %d; under the new placement: %d\n",
+              static_cast<unsigned long long>(stats.rerouted), kWrites, in_new);
+}
+
+TEST_F(PoolChangeTest, TieredCacheFollowsTheNewPool) {
+  ASSERT_TRUE(c_.running());
+  TieredOptions options;
+  options.l2.servers = {a_.address()};
+  options.mirror.mode = MirrorMode::kSync;
+  auto cache = *TieredCache::Create(options);
+  ASSERT_TRUE(cache->Set("moved", "v1").ok());
+  EXPECT_EQ((*only_a_->Get("moved"))->value, "v1");
+  ASSERT_TRUE(cache->SetServers({c_.address()}).ok());
+  ASSERT_TRUE(cache->Set("moved", "v2").ok());
+  EXPECT_EQ((*Single(c_)->Get("moved"))->value, "v2");
+  const TieredStats stats = cache->Stats();
+  ASSERT_EQ(stats.l2_servers.size(), 1u);
+  EXPECT_EQ(stats.l2_servers[0].server, c_.address());
+  EXPECT_EQ(cache->SetServers({}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

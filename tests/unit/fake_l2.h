@@ -274,6 +274,9 @@ class FakeL2 final : public mirror_internal::L2Tier {
     return absl::OkStatus();
   }
   std::vector<ServerStatus> server_states() const override { return {}; }
+  absl::Status SetServers(const std::vector<std::string>&) override {
+    return absl::UnimplementedError("the fake L2 has no servers");
+  }
   MirrorStats mirror_stats() const override {
     MirrorStats stats;
     stats.queued = accepted_;

@@ -185,6 +185,14 @@ class MemcachedClient {
   const MemcachedOptions& options() const;
   // Every server, the primaries in configured order and then the gutter pool.
   std::vector<ServerStatus> ServerStates() const;
+  // Replaces the pool of servers while the client runs (the gutter pool
+  // stays). From the next call on, keys are placed exactly as libmemcached's
+  // ketama places them over the new list; calls in flight finish on the
+  // servers they started on; connections to removed servers close once idle.
+  // A Mirror over this client places its queued writes again before sending
+  // them, so none is lost to the change. InvalidArgument (nothing changed)
+  // for a list Create would refuse. options().servers stays the first list.
+  absl::Status SetServers(const std::vector<std::string>& servers);
 
  private:
   friend mirror_internal::ClientCore& mirror_internal::CoreOf(MemcachedClient& client);

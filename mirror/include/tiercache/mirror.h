@@ -63,6 +63,7 @@ struct MirrorStats {
   uint64_t failed = 0;      // refused by memcached or lost with a connection
   uint64_t dropped = 0;     // not queued: the queue was full
   uint64_t queue_depth = 0;
+  uint64_t rerouted = 0;  // queued writes placed again after the pool changed (SetServers)
 };
 
 class Mirror {

@@ -225,6 +225,12 @@ class TieredCache {
   // DeadlineExceeded after `timeout`.
   absl::Status Flush(absl::Duration timeout);
 
+  // Replaces the L2 pool's servers while running (l2.servers; the gutter
+  // and fallback pools stay): MemcachedClient::SetServers. Queued
+  // replication is placed again, not lost. L1 copies stay, and are
+  // revalidated against the new placement after max_staleness as always.
+  absl::Status SetServers(const std::vector<std::string>& servers);
+
   // This replica's L1 copy of `key` (the value as written, without
   // TieredCache's header), fresh or not; L2 is not asked. It is an L1 access
   // like any other: counted in Stats().l1, and it refreshes the entry's rank.
