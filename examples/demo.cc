@@ -12,7 +12,9 @@
 // After the five modes: one replica is restarted (a new process) on the warm
 // L2 and compared with a replica on an empty L2; then every thread of every
 // replica asks for one missing key at once (a stampede), with tiercache and
-// with the classic cache-aside on memcached.
+// with the classic cache-aside on memcached; then, on two private memcached
+// servers, one is killed a third of the way into the run, without and with
+// a gutter pool, counting the database queries while it is down.
 //
 // Without --memcached=HOST:PORT the demo starts a private memcached on a free
 // loopback port; without memcached installed it runs the L1-only modes and
@@ -35,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -136,6 +139,8 @@ struct Flags {
   std::string mode;
   std::string prefix;
   int64_t stampede_at_ms = 0;  // > 0: a stampede, starting at this Unix time
+  std::string gutter;          // HOST:PORT of a gutter pool's server; empty: none
+  int64_t outage_at_ms = 0;    // > 0: queries from this Unix time on count as the outage's
 };
 
 struct FlagSpec {
@@ -163,6 +168,8 @@ std::vector<FlagSpec> Specs(Flags& f) {
       {"mode", nullptr, nullptr, &f.mode, ""},
       {"prefix", nullptr, nullptr, &f.prefix, ""},
       {"stampede-at-ms", &f.stampede_at_ms, nullptr, nullptr, ""},
+      {"gutter", nullptr, nullptr, &f.gutter, ""},
+      {"outage-at-ms", &f.outage_at_ms, nullptr, nullptr, ""},
   };
 }
 
@@ -327,6 +334,7 @@ struct Tally {
   uint64_t l1_hits = 0;
   uint64_t l2_hits = 0;
   uint64_t loads = 0;
+  uint64_t outage_loads = 0;  // queries from --outage-at-ms on
   uint64_t errors = 0;
   uint64_t wrong = 0;
   double seconds = 0;  // the longest replica's
@@ -337,6 +345,7 @@ struct Tally {
     l1_hits += other.l1_hits;
     l2_hits += other.l2_hits;
     loads += other.loads;
+    outage_loads += other.outage_loads;
     errors += other.errors;
     wrong += other.wrong;
     seconds = std::max(seconds, other.seconds);
@@ -344,9 +353,9 @@ struct Tally {
   }
   std::string Encode() const {
     return absl::StrFormat(
-        "result requests=%d l1_hits=%d l2_hits=%d loads=%d errors=%d wrong=%d seconds=%.6f "
-        "latency=%s",
-        requests, l1_hits, l2_hits, loads, errors, wrong, seconds, latency.Encode());
+        "result requests=%d l1_hits=%d l2_hits=%d loads=%d outage_loads=%d errors=%d wrong=%d "
+        "seconds=%.6f latency=%s",
+        requests, l1_hits, l2_hits, loads, outage_loads, errors, wrong, seconds, latency.Encode());
   }
   static std::optional<Tally> Decode(const std::string& line) {
     if (line.substr(0, 7) != "result ") return std::nullopt;
@@ -371,6 +380,7 @@ struct Tally {
       if (name == "l1_hits") t.l1_hits = n;
       if (name == "l2_hits") t.l2_hits = n;
       if (name == "loads") t.loads = n;
+      if (name == "outage_loads") t.outage_loads = n;
       if (name == "errors") t.errors = n;
       if (name == "wrong") t.wrong = n;
     }
@@ -383,17 +393,23 @@ struct Tally {
 // The canonical data source: correct and slow. Counts its queries.
 class SlowDatabase {
  public:
-  explicit SlowDatabase(absl::Duration latency) : latency_(latency) {}
+  // Queries from `outage_at` on are also counted apart.
+  SlowDatabase(absl::Duration latency, absl::Time outage_at)
+      : latency_(latency), outage_at_(outage_at) {}
   std::string Fetch(std::string_view key) {
     queries_.fetch_add(1, std::memory_order_relaxed);
+    if (absl::Now() >= outage_at_) outage_queries_.fetch_add(1, std::memory_order_relaxed);
     absl::SleepFor(latency_);
     return UserRecord(key);
   }
   uint64_t queries() const { return queries_.load(std::memory_order_relaxed); }
+  uint64_t outage_queries() const { return outage_queries_.load(std::memory_order_relaxed); }
 
  private:
   const absl::Duration latency_;
+  const absl::Time outage_at_;
   std::atomic<uint64_t> queries_{0};
+  std::atomic<uint64_t> outage_queries_{0};
 };
 
 // One request through the mode's tiers; counts L2 hits that only the caller
@@ -409,7 +425,8 @@ class Tiers {
       l1_ = *tiercache::Cache::Create(options);
     }
     tiercache::MemcachedOptions l2;
-    l2.servers = {flags.memcached};
+    l2.servers = absl::StrSplit(flags.memcached, ',');
+    if (!flags.gutter.empty()) l2.gutter_servers = {flags.gutter};
     l2.key_prefix = flags.prefix;
     l2.op_timeout = absl::Milliseconds(500);
     if (mode == Mode::kL2) l2_ = *tiercache::MemcachedClient::Create(l2);
@@ -450,6 +467,7 @@ class Tiers {
 
   void Fill(Tally* t, const SlowDatabase& db) const {
     t->loads = db.queries();
+    t->outage_loads = db.outage_queries();
     if (l1_ != nullptr) t->l1_hits = l1_->Stats().hits;
     if (mode_ == Mode::kL2) t->l2_hits = l2_hits_.load();
     if (mode_ == Mode::kTiered) {
@@ -475,8 +493,10 @@ int RunReplica(const Flags& flags) {
   }
   const bool stampede = flags.stampede_at_ms > 0;
   // A stampede's query is slow enough that every thread asks while it runs.
-  SlowDatabase db(stampede ? absl::Milliseconds(std::max(100.0, 25 * flags.latency_ms))
-                           : absl::Microseconds(flags.latency_ms * 1000));
+  SlowDatabase db(
+      stampede ? absl::Milliseconds(std::max(100.0, 25 * flags.latency_ms))
+               : absl::Microseconds(flags.latency_ms * 1000),
+      flags.outage_at_ms > 0 ? absl::FromUnixMillis(flags.outage_at_ms) : absl::InfiniteFuture());
   Tiers tiers(flags, *mode);
   const ZipfSampler sampler(flags.keys, flags.zipf);
   std::atomic<bool> stop{false};
@@ -541,6 +561,8 @@ class ReplicaProcess {
         absl::StrFormat("--zipf=%g", flags.zipf),
         absl::StrFormat("--seed=%d", flags.seed * 7919 + index),
         absl::StrFormat("--stampede-at-ms=%d", stampede_at_ms),
+        absl::StrFormat("--gutter=%s", flags.gutter),
+        absl::StrFormat("--outage-at-ms=%d", flags.outage_at_ms),
     };
     int out[2];
     if (::pipe(out) != 0) return;
@@ -629,18 +651,26 @@ class Progress {
 
 // Starts `count` replicas of `mode` on `prefix`, waits for them (bounded),
 // and sums their results. nullopt if one did not report.
+// `at_outage`, if given, runs once when the clock passes flags.outage_at_ms.
 std::optional<Tally> RunReplicas(const Flags& flags, Mode mode, const std::string& prefix,
                                  int64_t count, double planned_seconds, Progress& progress,
-                                 int64_t stampede_at_ms = 0) {
+                                 int64_t stampede_at_ms = 0,
+                                 const std::function<void()>& at_outage = nullptr) {
   std::vector<std::unique_ptr<ReplicaProcess>> replicas;
   for (int64_t i = 0; i < count; ++i) {
     replicas.push_back(std::make_unique<ReplicaProcess>(flags, mode, prefix, i, stampede_at_ms));
   }
   const SteadyClock::time_point start = SteadyClock::now();
   const double limit = planned_seconds + 60;
+  bool outage_started = false;
   while (true) {
     bool all_done = true;
     for (auto& replica : replicas) all_done = replica->Poll() && all_done;
+    if (at_outage && !outage_started && flags.outage_at_ms > 0 &&
+        absl::ToUnixMillis(absl::Now()) >= flags.outage_at_ms) {
+      at_outage();
+      outage_started = true;
+    }
     const double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
     progress.Tick(std::min(elapsed, planned_seconds));
     if (all_done) break;
@@ -822,8 +852,11 @@ int RunCoordinator(Flags flags) {
   for (Mode mode : kModes) {
     if (have_l2 || (mode != Mode::kL2 && mode != Mode::kTiered)) modes.push_back(mode);
   }
+  // The outage runs on private servers of its own (it kills one).
+  const bool outage = have_l2 && server != nullptr;
   Progress progress(static_cast<double>(modes.size()) * flags.duration +
-                    (have_l2 ? 2 * restart_seconds + 2 * stampede_seconds : 0));
+                    (have_l2 ? 2 * restart_seconds + 2 * stampede_seconds : 0) +
+                    (outage ? 2 * flags.duration : 0));
 
   std::vector<std::pair<Mode, Tally>> rows;
   bool failed = false;
@@ -857,6 +890,29 @@ int RunCoordinator(Flags flags) {
     cold =
         RunReplicas(one, Mode::kTiered, absl::StrCat(run, "cold:"), 1, restart_seconds, progress);
     if (!restarted || !stampede_tiered || !stampede_aside || !cold) return 1;
+  }
+  // One of two memcached servers killed a third of the way in, without and
+  // with a gutter pool: the database queries while it is down.
+  std::optional<Tally> outage_plain, outage_gutter;
+  for (bool gutter : {false, true}) {
+    if (!outage) break;
+    tiercache::testing::MemcachedServer first, second, spare;
+    if (!first.running() || !second.running() || !spare.running()) {
+      absl::FPrintF(stderr, "\ntiercache-demo: the outage's private memcached did not start\n");
+      return 1;
+    }
+    Flags pool = flags;
+    pool.memcached = absl::StrCat(first.address(), ",", second.address());
+    pool.gutter = gutter ? spare.address() : "";
+    pool.outage_at_ms =
+        absl::ToUnixMillis(absl::Now()) + static_cast<int64_t>(flags.duration * 1000 / 3);
+    progress.Phase(gutter ? "outage: with a gutter pool" : "outage: without a gutter");
+    std::optional<Tally> t =
+        RunReplicas(pool, Mode::kTiered, absl::StrCat(run, gutter ? "outage-g:" : "outage:"),
+                    flags.replicas, flags.duration, progress, 0, [&first] { first.Stop(); });
+    if (!t.has_value()) return 1;
+    (gutter ? outage_gutter : outage_plain) = t;
+    failed |= t->errors + t->wrong > 0;
   }
   progress.Done();
 
@@ -893,6 +949,19 @@ int RunCoordinator(Flags flags) {
     absl::PrintF("  tiercache (leases)          %d database load(s)\n", stampede_tiered->loads);
     absl::PrintF("  cache-aside on memcached    %d database load(s)\n", stampede_aside->loads);
     failed |= stampede_tiered->loads != 1;
+    if (outage_plain.has_value() && outage_gutter.has_value()) {
+      const double down_seconds = flags.duration * 2 / 3;
+      absl::PrintF(
+          "\noutage: 2 memcached servers, one killed (SIGKILL) %.1f s into a %.3g s run of "
+          "L1 + L2\n",
+          flags.duration / 3, flags.duration);
+      absl::PrintF("  without a gutter pool       %d database loads while it was down (%.0f/s)\n",
+                   outage_plain->outage_loads,
+                   static_cast<double>(outage_plain->outage_loads) / down_seconds);
+      absl::PrintF("  with a gutter pool          %d database loads while it was down (%.0f/s)\n",
+                   outage_gutter->outage_loads,
+                   static_cast<double>(outage_gutter->outage_loads) / down_seconds);
+    }
     failed |= stampede_tiered->errors + stampede_tiered->wrong + restarted->errors +
                   restarted->wrong + cold->errors + cold->wrong >
               0;
