@@ -284,7 +284,12 @@ std::string Connection::Describe() const { return "memcached " + endpoint_.name;
 
 void Connection::Abort(const absl::Status& why) {
   common_internal::MutexLock lock(&mu_);
-  if (fd_ >= 0 || !pending_.empty()) ResetLocked(why);
+  // A copy made, and released, under the lock: `why` comes from the health
+  // monitor's thread, and the callers read their statuses under the lock
+  // (Debian's abseil shares a status's message by an atomic count that
+  // ThreadSanitizer cannot see; see health.cc).
+  const absl::Status own(why.code(), std::string(why.message()));
+  if (fd_ >= 0 || !pending_.empty()) ResetLocked(own);
 }
 
 void Connection::Retire() {

@@ -7,6 +7,18 @@
 #include "absl/time/clock.h"
 
 namespace tiercache::mirror_internal {
+namespace {
+
+// A copy of `status` that shares nothing with it. absl::Status copies share
+// a reference-counted message; Debian's abseil is not built for
+// ThreadSanitizer, which would not see that count's atomics and report the
+// message's release on one thread against its read on another. The statuses
+// here cross threads (the monitor's, the callers'): they are given fresh.
+absl::Status Unshared(const absl::Status& status) {
+  return absl::Status(status.code(), std::string(status.message()));
+}
+
+}  // namespace
 
 void ServerHealth::ReportConnectFailure(const absl::Status& why) {
   monitor_->MarkDown(index_, why);
@@ -77,11 +89,11 @@ void HealthMonitor::MarkDown(size_t index, const absl::Status& why) {
     epoch_.fetch_add(1, std::memory_order_acq_rel);
     server.health->consecutive_timeouts_.store(0, std::memory_order_relaxed);
     server.down_since = absl::Now();
-    server.why = why;
+    server.why = Unshared(why);
     server.backoff = first_backoff_;
     server.next_probe = server.down_since + JitteredLocked(server.backoff);
     ++server.times_down;
-    events_.push_back(Event{index, false, why});
+    events_.push_back(Event{index, false, Unshared(why)});
     if (!started_) {
       started_ = true;
       thread_ = std::thread([this] { Run(); });
@@ -110,7 +122,7 @@ ServerStatus HealthMonitor::Status(size_t index) const {
   status.gutter = server.gutter;
   status.up = !server.health->down();
   status.down_since = status.up ? absl::InfinitePast() : server.down_since;
-  status.last_error = server.why;
+  status.last_error = Unshared(server.why);
   status.times_down = server.times_down;
   status.times_up = server.times_up;
   status.rerouted = server.health->rerouted_.load(std::memory_order_relaxed);
@@ -194,7 +206,7 @@ void HealthMonitor::ProbeDue() {
         end_rejoin();
         events_.push_back(Event{i, true, absl::OkStatus()});
       } else {
-        server.why = probed;
+        server.why = Unshared(probed);
         server.backoff = std::min(server.backoff * 2, max_backoff_);
         server.next_probe = absl::Now() + JitteredLocked(server.backoff);
         end_rejoin();
