@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -13,6 +14,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/client_core.h"
 #include "gmock/gmock.h"
@@ -111,6 +114,22 @@ TEST_F(PoolTest, OneServerDownLeavesTheOthersKeysServed) {
 // SetServers: a third server joins, then the first leaves.
 class PoolChangeTest : public PoolTest {
  protected:
+  // Established TCP connections of this machine to 127.0.0.1:`port`, from
+  // /proc/net/tcp (the tests' memcached servers are private: every one is
+  // this process's).
+  static int ConnectionsTo(int port) {
+    std::ifstream tcp("/proc/net/tcp");
+    std::string line;
+    std::getline(tcp, line);  // the header
+    int count = 0;
+    const std::string remote = absl::StrFormat("0100007F:%04X", port);
+    while (std::getline(tcp, line)) {
+      const std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (fields.size() > 3 && fields[2] == remote && fields[3] == "01") ++count;
+    }
+    return count;
+  }
+
   // The name libmemcached, configured with `servers` (KETAMA_WEIGHTED),
   // gives the server of `key`.
   static std::vector<std::string> LibmemcachedPlacement(
@@ -149,10 +168,14 @@ TEST_F(PoolChangeTest, PlacementIsLibmemcachedsForEachNewList) {
     EXPECT_EQ(wrong, 0);
   };
   check({&a_, &b_});
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(pool_->Set(keys[i], "v").ok());  // connects to a
+  ASSERT_GE(ConnectionsTo(a_.port()), 1);
   ASSERT_TRUE(pool_->SetServers({a_.address(), b_.address(), c_.address()}).ok());
   check({&a_, &b_, &c_});
   ASSERT_TRUE(pool_->SetServers({b_.address(), c_.address()}).ok());
   check({&b_, &c_});
+  // The removed server's connections were idle: closed at once.
+  EXPECT_EQ(ConnectionsTo(a_.port()), 0);
   // The states follow the list.
   const std::vector<ServerStatus> states = pool_->ServerStates();
   ASSERT_EQ(states.size(), 2u);

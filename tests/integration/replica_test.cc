@@ -263,6 +263,53 @@ TEST_P(GutterReplicaTest, OneLoadPerKeyAcrossReplicasWhileAPrimaryIsOut) {
   for (auto& replica : replicas) EXPECT_TRUE(AllUp(*replica));
 }
 
+// After a hung primary returns, no replica reads a value that was rewritten
+// or deleted during the outage for longer than max_staleness: replicas on
+// fake clocks, so "after max_staleness" is exact.
+TEST_F(GutterReplicaTest, NothingRewrittenOrDeletedInTheOutageIsReadAfterMaxStaleness) {
+  const auto start = [&] {
+    return std::make_unique<ReplicaProcess>(std::vector<std::string>{
+        "--server=" + a_.address() + "," + b_.address(), "--gutter=" + gutter_.address(),
+        "--op_timeout_ms=200", "--mode=sync", "--fake_clock", "--max_staleness_ms=1000"});
+  };
+  auto writer = start();
+  auto reader = start();
+  // Two keys on the primary that will hang (found by where they land).
+  MemcachedOptions direct;
+  direct.servers = {a_.address()};
+  auto on_a = *MemcachedClient::Create(direct);
+  std::vector<std::string> keys;
+  for (int n = 0; keys.size() < 2; ++n) {
+    const std::string key = absl::StrCat("k", n);
+    ASSERT_EQ(writer->Call("set " + key + " old"), "ok");
+    if ((*on_a->Get(key)).has_value()) keys.push_back(key);
+  }
+  const std::string rewritten = keys[0], deleted = keys[1];
+  EXPECT_EQ(reader->Call("get " + rewritten), "hit old");  // both now in the reader's L1
+  EXPECT_EQ(reader->Call("get " + deleted), "hit old");
+
+  a_.Pause();
+  // The writer's first calls time out until it marks the primary down; then
+  // they go to the gutter.
+  std::string set, del;
+  for (int i = 0; i < 10 && set != "ok"; ++i) set = writer->Call("set " + rewritten + " new");
+  for (int i = 0; i < 10 && del != "ok"; ++i) del = writer->Call("delete " + deleted);
+  ASSERT_EQ(set, "ok");
+  ASSERT_EQ(del, "ok");
+  a_.Resume();
+  ASSERT_TRUE(AllUp(*writer));
+  ASSERT_TRUE(AllUp(*reader));
+  // The reader's copies are younger than max_staleness: still served (the
+  // documented bound) ...
+  EXPECT_EQ(reader->Call("get " + rewritten), "hit old");
+  // ... and once max_staleness has passed, revalidated against the primary,
+  // which the writer flushed when it came back: never "old" again.
+  ASSERT_EQ(reader->Call("advance 1000"), "ok");
+  EXPECT_NE(reader->Call("get " + rewritten), "hit old");
+  EXPECT_NE(reader->Call("get " + deleted), "hit old");
+  EXPECT_FALSE((*on_a->Get(rewritten)).has_value());  // flushed
+}
+
 INSTANTIATE_TEST_SUITE_P(Outage, GutterReplicaTest, ::testing::Values(SIGKILL, SIGSTOP),
                          [](const ::testing::TestParamInfo<int>& outage) {
                            return std::string(outage.param == SIGKILL ? "Killed" : "Hung");
