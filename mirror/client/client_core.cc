@@ -242,6 +242,14 @@ absl::Status ClientCore::SetServers(const std::vector<std::string>& servers) {
       }
     }
   }
+  // The same list again (service discovery polling): nothing to change.
+  if (old.primaries.size() == servers.size()) {
+    bool same = true;
+    for (size_t i = 0; i < servers.size(); ++i) {
+      same = same && old.by_id[old.primaries[i]]->name == servers[i];
+    }
+    if (same) return absl::OkStatus();
+  }
   auto next = std::make_unique<Topology>();
   next->version = old.version + 1;
   next->by_id = old.by_id;
@@ -511,9 +519,10 @@ absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, 
     // and within the call's deadline: a timeout has spent it. A request that
     // did reach the dying server is no worse for being sent again: what it
     // did there is lost with the server or flushed when it rejoins.
-    if (attempt > 0 || route->gutter || t.gutters.empty() ||
-        !absl::IsUnavailable(responses.status()) || absl::Now() >= deadline ||
-        !server.health->down()) {
+    // Likewise a call that picked a server just before SetServers removed it.
+    const bool moved = Current().version != t.version;
+    if (attempt > 0 || route->gutter || !absl::IsUnavailable(responses.status()) ||
+        absl::Now() >= deadline || !(moved || (!t.gutters.empty() && server.health->down()))) {
       return responses.status();
     }
   }
@@ -844,17 +853,37 @@ absl::StatusOr<PreparedWrite> ClientCore::Replace(const WriteBatch& batch, size_
   }
   if (route.gutter && write.kind != PreparedWrite::Kind::kDelete) {
     // The token as memcached reads it: 0 never expires, up to 30 days is
-    // relative, beyond is a Unix time. In the gutter: at most gutter_ttl.
-    const int64_t cap = absl::ToInt64Seconds(absl::Ceil(options_.gutter_ttl, absl::Seconds(1)));
-    int64_t relative = write.ttl_token;
-    if (relative > kMaxRelativeTtlSeconds) relative -= absl::ToUnixSeconds(absl::Now());
-    write.ttl_token = write.ttl_token == 0 ? cap : std::clamp<int64_t>(relative, 1, cap);
+    // relative, beyond is a Unix time. In the gutter it lives at most
+    // gutter_ttl: decoded, capped, and encoded again (an absolute time
+    // already past stays as it is: the item is expired either way).
+    const absl::Time now = absl::Now();
+    absl::Duration left = absl::InfiniteDuration();
+    if (entry.ttl_token > kMaxRelativeTtlSeconds) {
+      left = absl::FromUnixSeconds(entry.ttl_token) - now;
+    } else if (entry.ttl_token > 0) {
+      left = absl::Seconds(entry.ttl_token);
+    }
+    if (left > absl::ZeroDuration()) {
+      absl::StatusOr<int64_t> token = EncodeTtl(std::min(left, options_.gutter_ttl), now);
+      if (!token.ok()) return token.status();
+      write.ttl_token = *token;
+    }
   }
   write.server = route.server;
   write.epoch = route.gutter ? pool_epoch : primary_epoch;
   write.version = t.version;
   write.encoded_size = write.key.text.size() + write.value.size() + 64;
   return write;
+}
+
+absl::Status ClientCore::CheckEpoch(const WriteBatch& batch) const {
+  const Topology& t = Current();
+  // Without a gutter pool a transition changes no write's destination.
+  if (t.gutters.empty() || batch.epoch_ == RoutingEpoch(batch.server_)) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat(
+      "memcached %s: a server of the pool went down or came back after these writes were "
+      "queued; they are dropped rather than sent where their keys may no longer be read",
+      t.by_id[batch.server_]->name));
 }
 
 WriteTicket ClientCore::Send(WriteBatch batch) {
@@ -864,13 +893,8 @@ WriteTicket ClientCore::Send(WriteBatch batch) {
   // A batch of an older pool (the Mirror places queued ones again first,
   // but one may be taken just before a SetServers) goes where it was placed,
   // like a call in flight during the change.
-  const Topology& t = Current();
-  // Without a gutter pool a transition changes no write's destination.
-  if (!t.gutters.empty() && batch.epoch_ != RoutingEpoch(batch.server_)) {
-    ticket.send_status_ = absl::UnavailableError(absl::StrFormat(
-        "memcached %s: a server of the pool went down or came back after these writes were "
-        "queued; they are dropped rather than sent where their keys may no longer be read",
-        t.by_id[batch.server_]->name));
+  if (absl::Status s = CheckEpoch(batch); !s.ok()) {
+    ticket.send_status_ = std::move(s);
     return ticket;
   }
   batch.requests_.EndWithMarker();

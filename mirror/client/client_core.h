@@ -288,6 +288,8 @@ class ClientCore {
   // land where the key is no longer read, or on a primary after its rejoin
   // flush, and fail as a whole (Unavailable).
   WriteTicket Send(WriteBatch batch);
+  // Unavailable if Send would drop `batch` for its routing epoch (above).
+  absl::Status CheckEpoch(const WriteBatch& batch) const;
   // Waits (up to op_timeout) for the batch's answers.
   BatchOutcome Await(WriteTicket& ticket);
 
@@ -351,8 +353,9 @@ class ClientCore {
   // SetServers, one at a time.
   common_internal::Mutex topology_mu_;
   // Every topology ever published, kept for the client's life so that a
-  // call still reading an old one never races its destruction (a few
-  // hundred bytes per SetServers; removed servers' sockets are closed).
+  // call still reading an old one never races its destruction (per change:
+  // the id list and a ketama ring, about 2.5 KB per server; removed
+  // servers' sockets are closed; the same list again is a no-op).
   std::vector<std::unique_ptr<Topology>> topologies_ ABSL_GUARDED_BY(topology_mu_);
   std::atomic<const Topology*> topology_{nullptr};
 };

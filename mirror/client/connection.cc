@@ -295,7 +295,19 @@ void Connection::Abort(const absl::Status& why) {
 void Connection::Retire() {
   common_internal::MutexLock lock(&mu_);
   retired_ = true;
-  if (pending_.empty() && !reader_active_ && fd_ >= 0) CloseSocketLocked();
+  CloseIfRetiredLocked();
+}
+
+void Connection::CloseIfRetiredLocked() {
+  if (!retired_ || reader_active_ || fd_ < 0) return;
+  if (pending_.empty()) {
+    CloseSocketLocked();
+  } else if (OverdueLocked()) {
+    // Requests nobody will read for (their callers gave up: a hung server,
+    // the usual reason to remove one) would keep the socket open forever.
+    ResetLocked(absl::UnavailableError(
+        absl::StrFormat("%s was removed from the pool (SetServers)", Describe())));
+  }
 }
 
 void Connection::AllowReconnectNow() {
@@ -315,10 +327,6 @@ absl::Status Connection::DownStatusLocked() const {
 }
 
 absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
-  if (retired_ && fd_ < 0) {
-    return absl::UnavailableError(
-        absl::StrFormat("%s was removed from the pool (SetServers)", Describe()));
-  }
   while (true) {
     if (fd_ >= 0 && !reader_active_ && OverdueLocked()) {
       // Nobody is reading, and the oldest request is op_timeout old: its
@@ -358,6 +366,11 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
       if (replace) CloseSocketLocked();
     }
     if (fd_ >= 0) return absl::OkStatus();
+    // Checked here, in the loop: the steps above may have just closed it.
+    if (retired_) {
+      return absl::UnavailableError(
+          absl::StrFormat("%s was removed from the pool (SetServers)", Describe()));
+    }
     if (connecting_) {  // another caller is connecting: wait for its outcome
       if (changed_.wait_until(mu_, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
           connecting_) {
@@ -467,8 +480,8 @@ void Connection::CompleteFrontLocked(absl::Status status) {
 
 void Connection::HandOffReadingLocked() {
   if (reader_active_) return;
-  // A retired connection closes once its last answer is in.
-  if (retired_ && pending_.empty() && fd_ >= 0) CloseSocketLocked();
+  // A retired connection closes once its last answer is in (or overdue).
+  CloseIfRetiredLocked();
   for (const std::shared_ptr<Exchange>& next : pending_) {
     if (next->waiting) {
       next->wake.notify_one();

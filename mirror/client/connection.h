@@ -167,6 +167,9 @@ class Connection {
   // reader.
   void HandOffReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DownStatusLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retired and nobody reading: closes the socket if nothing is pending,
+  // or fails what is pending once it is overdue.
+  void CloseIfRetiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string Describe() const;
 
   const Endpoint endpoint_;

@@ -196,7 +196,9 @@ void HealthMonitor::ProbeDue() {
       // Up (or still down) first, then writes of its keys are accepted
       // again: none goes to the gutter between its rejoin step and now.
       const auto end_rejoin = [&server] { server.health->set_rejoining(false); };
-      if (probed.ok()) {
+      if (server.retired) {  // removed from the pool while it was probed
+        end_rejoin();
+      } else if (probed.ok()) {
         server.health->consecutive_timeouts_.store(0, std::memory_order_relaxed);
         server.health->down_.store(false, std::memory_order_release);
         server.health->transitions_.fetch_add(1, std::memory_order_acq_rel);

@@ -91,6 +91,18 @@ class Mirror::Impl {
     }
     // Encoded straight into the batch being filled for the key's server: no
     // per-write object, and the sender only puts whole batches on the wire.
+    // Placed in a pool SetServers has replaced since: placed again, under
+    // the lock, so that no write of an older pool is queued after the
+    // sender has placed the queue again (ReplaceQueuedLocked).
+    if (prepared->version != core_.topology_version()) {
+      prepared = core_.PrepareWrite(write.kind, write.key, write.value, {write.ttl, write.flags});
+      if (!prepared.ok()) {
+        ++failed_;
+        lock.unlock();
+        Report(write.key, prepared.status());
+        return prepared.status();
+      }
+    }
     // SetServers adds servers (ids only grow).
     if (prepared->server >= queues_.size()) queues_.resize(prepared->server + 1);
     std::deque<Batch>& queue = queues_[prepared->server];
@@ -272,53 +284,84 @@ class Mirror::Impl {
   }
 
   // The pool changed (SetServers): every queued batch of an older pool is
-  // taken apart and its writes placed again, in their order, into batches
-  // for their new servers, ahead of anything queued under the new pool (so
-  // a key's older writes still reach its server before its newer ones).
-  // A write that cannot be placed (its server down, no gutter) fails and is
-  // counted; `failures` collects them to report outside the lock.
+  // taken apart and its writes placed again, in the order they were
+  // accepted, into batches for their new servers, ahead of anything queued
+  // under the new pool (a key's older writes still reach its server before
+  // its newer ones). A batch whose routing epoch has moved on is dropped
+  // instead, as ClientCore::Send would drop it; a write that cannot be
+  // placed (its server down, no gutter) fails. Both are counted; `failures`
+  // collects them to report outside the lock.
   void ReplaceQueuedLocked(std::vector<std::pair<std::string, absl::Status>>* failures)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const uint64_t version = core_.topology_version();
-    if (queues_.size() < core_.server_count()) queues_.resize(core_.server_count());
-    std::vector<std::deque<Batch>> placed(queues_.size());
-    std::vector<uint64_t> failed_sequences;
+    std::vector<Batch> older;
     for (std::deque<Batch>& queue : queues_) {
-      // Older pools' batches are at the front: batches are queued in order.
-      while (!queue.empty() && queue.front().writes.version() != version) {
-        Batch old = std::move(queue.front());
-        queue.pop_front();
-        queued_writes_ -= old.count();
-        queued_bytes_ -= old.writes.bytes();
-        for (size_t i = 0; i < old.count(); ++i) {
-          absl::StatusOr<PreparedWrite> write = core_.Replace(old.writes, i, old.Key(i));
-          if (!write.ok()) {
-            failures->emplace_back(std::string(old.Key(i)), write.status());
-            failed_sequences.push_back(old.sequence[i]);
-            continue;
-          }
-          std::deque<Batch>& target = placed[write->server];
-          if (target.empty() || target.back().writes.size() == options_.max_batch ||
-              target.back().writes.epoch() != write->epoch) {
-            target.push_back(Batch{core_.NewWriteBatch(write->server, write->epoch, write->version,
-                                                       options_.max_batch),
-                                   {},
-                                   {},
-                                   {}});
-          }
-          Batch& batch = target.back();
-          const size_t before = batch.writes.bytes();
-          batch.writes.Add(*write);
-          batch.keys.append(old.Key(i));
-          batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
-          batch.sequence.push_back(old.sequence[i]);
-          queued_writes_ += 1;
-          queued_bytes_ += batch.writes.bytes() - before;
-          ++rerouted_;
+      std::deque<Batch> current;
+      for (Batch& batch : queue) {
+        if (batch.writes.version() == version) {
+          current.push_back(std::move(batch));
+        } else {
+          older.push_back(std::move(batch));
+        }
+      }
+      queue = std::move(current);
+    }
+    struct Place {
+      uint64_t sequence;
+      size_t batch;
+      size_t index;
+    };
+    std::vector<Place> order;
+    std::vector<uint64_t> failed_sequences;
+    for (size_t b = 0; b < older.size(); ++b) {
+      const Batch& batch = older[b];
+      queued_writes_ -= batch.count();
+      queued_bytes_ -= batch.writes.bytes();
+      const absl::Status dropped = core_.CheckEpoch(batch.writes);
+      for (size_t i = 0; i < batch.count(); ++i) {
+        if (!dropped.ok()) {
+          failures->emplace_back(std::string(batch.Key(i)), dropped);
+          failed_sequences.push_back(batch.sequence[i]);
+        } else {
+          order.push_back(Place{batch.sequence[i], b, i});
         }
       }
     }
-    for (size_t s = 0; s < queues_.size(); ++s) {
+    std::sort(order.begin(), order.end(),
+              [](const Place& x, const Place& y) { return x.sequence < y.sequence; });
+    std::vector<std::deque<Batch>> placed(queues_.size());
+    for (const Place& p : order) {
+      const Batch& old = older[p.batch];
+      absl::StatusOr<PreparedWrite> write = core_.Replace(old.writes, p.index, old.Key(p.index));
+      if (!write.ok()) {
+        failures->emplace_back(std::string(old.Key(p.index)), write.status());
+        failed_sequences.push_back(p.sequence);
+        continue;
+      }
+      // A SetServers during this loop may add servers (ids only grow).
+      if (write->server >= placed.size()) placed.resize(write->server + 1);
+      std::deque<Batch>& target = placed[write->server];
+      if (target.empty() || target.back().writes.size() == options_.max_batch ||
+          target.back().writes.epoch() != write->epoch ||
+          target.back().writes.version() != write->version) {
+        target.push_back(Batch{
+            core_.NewWriteBatch(write->server, write->epoch, write->version, options_.max_batch),
+            {},
+            {},
+            {}});
+      }
+      Batch& batch = target.back();
+      const size_t before = batch.writes.bytes();
+      batch.writes.Add(*write);
+      batch.keys.append(old.Key(p.index));
+      batch.key_ends.push_back(static_cast<uint32_t>(batch.keys.size()));
+      batch.sequence.push_back(p.sequence);
+      queued_writes_ += 1;
+      queued_bytes_ += batch.writes.bytes() - before;
+      ++rerouted_;
+    }
+    if (queues_.size() < placed.size()) queues_.resize(placed.size());
+    for (size_t s = 0; s < placed.size(); ++s) {
       for (Batch& newer : queues_[s]) placed[s].push_back(std::move(newer));
       queues_[s] = std::move(placed[s]);
     }
@@ -354,11 +397,15 @@ class Mirror::Impl {
             version_seen_ = version;
             ReplaceQueuedLocked(&failures);
             server = 0;
-            if (!failures.empty() || queued_writes_ == 0) continue;  // report, then go on
+            if (!failures.empty() || queued_writes_ == 0) {
+              room_.notify_all();  // the queue may have shrunk
+              continue;            // report, then go on
+            }
           }
           while (queues_[server].empty()) server = (server + 1) % queues_.size();
           next = std::move(queues_[server].front());
           queues_[server].pop_front();
+          server = (server + 1) % queues_.size();  // round-robin: the next server's turn
           TIERCACHE_ASSERT(queued_writes_ >= next->count() && queued_bytes_ >= next->writes.bytes(),
                            "the queue's counts fell below a batch it holds");
           queued_writes_ -= next->count();
@@ -372,7 +419,6 @@ class Mirror::Impl {
       }
       room_.notify_all();
       in_flight.push_back(SendBatch(*std::move(next)));
-      server = (server + 1) % queues_.size();
     }
   }
 
