@@ -21,6 +21,7 @@ TIERCACHE_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   memcached libmemcached-dev python3-pymemcache libmd-dev
   libssl-dev openssl  # TLS to memcached; openssl makes the tests' certificates
+  prometheus-cpp-dev python3-prometheus-client  # tiercache::metrics; its tests parse the scrape
   clang-format
   clang libclang-rt-14-dev  # libFuzzer: scripts/fuzz
 )
