@@ -7,6 +7,10 @@
 
 #include "tiercache/metrics.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,6 +27,7 @@
 #include "fake_l2.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
+#include "prometheus/exposer.h"
 #include "prometheus/text_serializer.h"
 #include "tiercache/cache.h"
 #include "tiercache/clock.h"
@@ -200,6 +205,51 @@ TEST(MetricsTest, ServerHealthIsAGaugePerServer) {
   EXPECT_EQ(scrape.samples.at("tiercache_l2_server_up{cache=c,server=" + spare.address() + "}"),
             1.0);
   EXPECT_EQ(scrape.types.at("tiercache_l2_server_up"), "gauge");
+}
+
+// What an HTTP GET of `path` on 127.0.0.1:`port` returned (headers and body).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request =
+        "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+        static_cast<ssize_t>(request.size())) {
+      char chunk[4096];
+      ssize_t n;
+      while ((n = ::recv(fd, chunk, sizeof(chunk), 0)) > 0) response.append(chunk, n);
+    }
+  }
+  ::close(fd);
+  return response;
+}
+
+TEST(MetricsTest, AnExposerServesTheScrapeOverHttp) {
+  CacheOptions options;
+  options.max_bytes = 1 << 20;
+  auto cache = *Cache::Create(options);
+  ASSERT_TRUE(cache->Set("k", "v").ok());
+  (void)cache->Get("k");
+  prometheus::Exposer exposer("127.0.0.1:0");  // a free port
+  ASSERT_FALSE(exposer.GetListeningPorts().empty());
+  std::shared_ptr<prometheus::Collectable> metrics = MetricsFor(*cache, "web");
+  exposer.RegisterCollectable(metrics);
+  const std::string response = HttpGet(exposer.GetListeningPorts().front(), "/metrics");
+  EXPECT_NE(response.find("200 OK"), std::string::npos) << response;
+  const size_t body = response.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos);
+  const Scrape scrape = ParseWithPrometheusClient(response.substr(body + 4));
+  ASSERT_TRUE(scrape.ok);
+  EXPECT_EQ(scrape.samples.at("tiercache_l1_hits_total{cache=web}"), 1.0);
+  EXPECT_EQ(scrape.samples.at("tiercache_l1_items{cache=web}"), 1.0);
+  exposer.RemoveCollectable(metrics);  // before the cache goes
 }
 
 }  // namespace
