@@ -59,6 +59,10 @@
 #include "tiercache/cache.h"
 #include "tiercache/memcached.h"
 #include "tiercache/tiered_cache.h"
+#if TIERCACHE_DEMO_METRICS
+#include "prometheus/exposer.h"
+#include "tiercache/metrics.h"
+#endif
 
 extern char** environ;
 
@@ -139,6 +143,8 @@ struct Flags {
   std::string mode;
   std::string prefix;
   int64_t stampede_at_ms = 0;  // > 0: a stampede, starting at this Unix time
+  int64_t metrics = 0;         // > 0: replica i serves Prometheus metrics on 127.0.0.1:metrics+i
+  int64_t index = 0;           // internal: which replica this is
   std::string gutter;          // HOST:PORT of a gutter pool's server; empty: none
   int64_t outage_at_ms = 0;    // > 0: queries from this Unix time on count as the outage's
 };
@@ -164,6 +170,9 @@ std::vector<FlagSpec> Specs(Flags& f) {
       {"memcached", nullptr, nullptr, &f.memcached,
        "HOST:PORT of a memcached to use instead of a private one"},
       {"chart", nullptr, nullptr, &f.chart, "where to write the SVG chart"},
+      {"metrics", &f.metrics, nullptr, nullptr,
+       "PORT: replica i serves Prometheus metrics at http://127.0.0.1:PORT+i/metrics (0: off)"},
+      {"index", &f.index, nullptr, nullptr, ""},
       {"role", nullptr, nullptr, &f.role, ""},
       {"mode", nullptr, nullptr, &f.mode, ""},
       {"prefix", nullptr, nullptr, &f.prefix, ""},
@@ -465,6 +474,15 @@ class Tiers {
     return absl::InternalError("unknown mode");
   }
 
+#if TIERCACHE_DEMO_METRICS
+  // The collector of this mode's cache (none without one).
+  std::shared_ptr<prometheus::Collectable> Metrics(const std::string& name) const {
+    if (tiered_ != nullptr) return tiercache::MetricsFor(*tiered_, name);
+    if (l1_ != nullptr) return tiercache::MetricsFor(*l1_, name);
+    return nullptr;
+  }
+#endif
+
   void Fill(Tally* t, const SlowDatabase& db) const {
     t->loads = db.queries();
     t->outage_loads = db.outage_queries();
@@ -498,6 +516,21 @@ int RunReplica(const Flags& flags) {
                : absl::Microseconds(flags.latency_ms * 1000),
       flags.outage_at_ms > 0 ? absl::FromUnixMillis(flags.outage_at_ms) : absl::InfiniteFuture());
   Tiers tiers(flags, *mode);
+#if TIERCACHE_DEMO_METRICS
+  // Served while the replica runs; a port in use costs the metrics, not the run.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<prometheus::Collectable> metrics = tiers.Metrics(std::string(ModeName(*mode)));
+  if (flags.metrics > 0 && metrics != nullptr && !stampede) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(
+          absl::StrFormat("127.0.0.1:%d", flags.metrics + flags.index));
+      exposer->RegisterCollectable(metrics);
+    } catch (const std::exception& e) {
+      absl::FPrintF(stderr, "replica: no metrics on port %d: %s\n", flags.metrics + flags.index,
+                    e.what());
+    }
+  }
+#endif
   const ZipfSampler sampler(flags.keys, flags.zipf);
   std::atomic<bool> stop{false};
   std::vector<Tally> tallies(static_cast<size_t>(flags.threads));
@@ -536,6 +569,9 @@ int RunReplica(const Flags& flags) {
   for (const Tally& t : tallies) total.Merge(t);
   total.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
   tiers.Fill(&total, db);
+#if TIERCACHE_DEMO_METRICS
+  if (exposer != nullptr) exposer->RemoveCollectable(metrics);  // before the cache goes
+#endif
   std::printf("%s\n", total.Encode().c_str());
   return 0;
 }
@@ -563,6 +599,8 @@ class ReplicaProcess {
         absl::StrFormat("--stampede-at-ms=%d", stampede_at_ms),
         absl::StrFormat("--gutter=%s", flags.gutter),
         absl::StrFormat("--outage-at-ms=%d", flags.outage_at_ms),
+        absl::StrFormat("--metrics=%d", flags.metrics),
+        absl::StrFormat("--index=%d", index),
     };
     int out[2];
     if (::pipe(out) != 0) return;
@@ -809,6 +847,18 @@ int RunCoordinator(Flags flags) {
       "records through a slow database (%.3g ms a query); keys Zipf(%.2f) over %d users;\n",
       flags.latency_ms, flags.zipf, flags.keys);
   absl::PrintF("each L1 holds %d records; %.3g s per mode.\n\n", flags.l1_items, flags.duration);
+  if (flags.metrics > 0) {
+#if TIERCACHE_DEMO_METRICS
+    absl::PrintF(
+        "Prometheus metrics: replica i of the running phase serves "
+        "http://127.0.0.1:%d+i/metrics (cache=\"<mode>\").\n\n",
+        flags.metrics);
+#else
+    absl::FPrintF(stderr,
+                  "tiercache-demo: --metrics needs tiercache::metrics (prometheus-cpp-dev)\n");
+    return 2;
+#endif
+  }
 
   std::unique_ptr<tiercache::testing::MemcachedServer> server;
   std::string no_l2_reason;
