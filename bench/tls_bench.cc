@@ -133,8 +133,8 @@ void PinProcess(pid_t pid, int cpu) {
 
 // Latency, async sets and 8 threads on both sides in the current layout;
 // prints the table and returns whether the targets were met (when `judge`).
-bool RunLayout(Side* sides, const tiercache::testing::TlsCertificates& certificates,
-               int plain_port, int tls_port, bool quick, bool judge) {
+bool RunLayout(Side* sides, const tiercache::testing::TlsCertificates& certificates, int plain_port,
+               int tls_port, bool quick, bool judge) {
   const int writes = quick ? 20000 : 200000;
   const int latency_blocks = quick ? 4 : 20;
   const absl::Duration thread_time = absl::Seconds(quick ? 0.5 : 2);
@@ -237,7 +237,7 @@ bool RunLayout(Side* sides, const tiercache::testing::TlsCertificates& certifica
                 absl::StrAppend(out, absl::StrFormat("%.0f", v));
               }).c_str());
   return !judge || (p50[1] / p50[0] <= 1.25 && set_rate[1] / set_rate[0] >= 0.8 &&
-                   thread_rate[1] / thread_rate[0] >= 0.8);
+                    thread_rate[1] / thread_rate[0] >= 0.8);
 }
 
 }  // namespace
@@ -295,4 +295,3 @@ int main(int argc, char** argv) {
               all_met ? "all met" : "not all met");
   return 0;
 }
-
