@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -32,6 +33,20 @@ class Families {
     ClientMetric metric = Metric(std::move(labels));
     metric.gauge.value = value;
     Add(std::move(name), std::move(help), MetricType::Gauge, std::move(metric));
+  }
+  void Histogram(std::string name, std::string help, const LatencyHistogram& h,
+                 std::vector<ClientMetric::Label> labels) {
+    ClientMetric metric = Metric(std::move(labels));
+    metric.histogram.sample_count = h.count;
+    metric.histogram.sample_sum = h.sum_seconds;
+    const std::vector<double>& bounds = LatencyHistogram::Bounds();
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < h.counts.size(); ++b) {
+      cumulative += h.counts[b];
+      metric.histogram.bucket.push_back(
+          {cumulative, b < bounds.size() ? bounds[b] : std::numeric_limits<double>::infinity()});
+    }
+    Add(std::move(name), std::move(help), MetricType::Histogram, std::move(metric));
   }
   std::vector<MetricFamily> Take() && { return std::move(families_); }
 
@@ -125,6 +140,11 @@ class TieredCollector : public prometheus::Collectable {
               "Writes not queued because the replication queue was full.", s.mirror.dropped);
     f.Gauge("tiercache_mirror_queue_depth", "Writes queued for memcached.",
             static_cast<double>(s.mirror.queue_depth));
+    for (size_t op = 0; op < kL2OpCount; ++op) {
+      f.Histogram("tiercache_l2_request_duration_seconds",
+                  "How long L2 requests took, by operation (lease waits included).",
+                  s.l2_latency.by_op[op], {{"op", std::string(L2OpName(static_cast<L2Op>(op)))}});
+    }
     for (const ServerStatus& server : s.l2_servers) {
       f.Gauge("tiercache_l2_server_up", "1 while the memcached server is up, 0 while it is down.",
               server.up ? 1 : 0, {{"server", server.server}});

@@ -500,10 +500,21 @@ absl::Status ClientCore::CheckWrite(std::string_view key, size_t value_size,
 // --- Single requests ---------------------------------------------------------
 
 template <typename EncodeFn>
-absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, EncodeFn&& encode) {
+absl::StatusOr<Response> ClientCore::Exchange(L2Op op, std::string_view key, bool write,
+                                              EncodeFn&& encode) {
   absl::StatusOr<WireKey> wire = Key(key);
   if (!wire.ok()) return wire.status();
-  const absl::Time deadline = Deadline();
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + options_.op_timeout;
+  // Every outcome, an error included, is a latency the caller saw.
+  struct Recorded {
+    ~Recorded() {
+      if (core->options_.record_latency) core->latency_.Record(op, absl::Now() - start);
+    }
+    ClientCore* core;
+    L2Op op;
+    absl::Time start;
+  } recorded{this, op, start};
   for (int attempt = 0;; ++attempt) {
     const Topology& t = Current();
     absl::StatusOr<Route> route = RouteIn(t, key, write);
@@ -530,10 +541,11 @@ absl::StatusOr<Response> ClientCore::Exchange(std::string_view key, bool write, 
 
 absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptions& options) {
   absl::StatusOr<Response> r =
-      Exchange(key, /*write=*/false, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
-        batch->Get(wire, ToGetRequest(options, gutter, options_.gutter_ttl));
-        return absl::OkStatus();
-      });
+      Exchange(options.value ? L2Op::kGet : L2Op::kRevalidation, key, /*write=*/false,
+               [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+                 batch->Get(wire, ToGetRequest(options, gutter, options_.gutter_ttl));
+                 return absl::OkStatus();
+               });
   if (!r.ok()) return r.status();
   if (r->code != Code::kValue && r->code != Code::kHit && r->code != Code::kMiss) {
     return UnexpectedResponse(*r, "get");
@@ -544,8 +556,8 @@ absl::StatusOr<Fetched> ClientCore::Fetch(std::string_view key, const FetchOptio
 absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view value,
                                          const WriteOptions& options, StoreMode mode,
                                          std::optional<uint64_t> cas) {
-  absl::StatusOr<Response> r =
-      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+  absl::StatusOr<Response> r = Exchange(
+      L2Op::kSet, key, /*write=*/true, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
         if (absl::Status s = CheckValue(wire, value.size()); !s.ok()) return s;
         absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, gutter);
         if (!ttl.ok()) return ttl.status();
@@ -572,12 +584,13 @@ absl::StatusOr<Stored> ClientCore::Store(std::string_view key, std::string_view 
 
 absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint64_t> cas) {
   absl::StatusOr<Response> r =
-      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
-        DeleteRequest del;
-        del.compare_cas = cas;
-        batch->Delete(wire, del);
-        return absl::OkStatus();
-      });
+      Exchange(L2Op::kDelete, key, /*write=*/true,
+               [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+                 DeleteRequest del;
+                 del.compare_cas = cas;
+                 batch->Delete(wire, del);
+                 return absl::OkStatus();
+               });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kNotFound || r->code == Code::kExists) return false;
@@ -585,16 +598,16 @@ absl::StatusOr<bool> ClientCore::Delete(std::string_view key, std::optional<uint
 }
 
 absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl) {
-  absl::StatusOr<Response> r =
-      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
-        absl::StatusOr<int64_t> token = TtlToken(ttl, gutter);
-        if (!token.ok()) return token.status();
-        GetRequest get;
-        get.value = false;
-        get.touch_ttl = *token;
-        batch->Get(wire, get);
-        return absl::OkStatus();
-      });
+  absl::StatusOr<Response> r = Exchange(L2Op::kTouch, key, /*write=*/true,
+                                        [&](const WireKey& wire, bool gutter, RequestBatch* batch) {
+                                          absl::StatusOr<int64_t> token = TtlToken(ttl, gutter);
+                                          if (!token.ok()) return token.status();
+                                          GetRequest get;
+                                          get.value = false;
+                                          get.touch_ttl = *token;
+                                          batch->Get(wire, get);
+                                          return absl::OkStatus();
+                                        });
   if (!r.ok()) return r.status();
   if (r->code == Code::kHit) return true;
   if (r->code == Code::kMiss) return false;
@@ -604,13 +617,14 @@ absl::StatusOr<bool> ClientCore::Touch(std::string_view key, absl::Duration ttl)
 absl::StatusOr<uint64_t> ClientCore::Arithmetic(std::string_view key, uint64_t delta,
                                                 bool increment) {
   absl::StatusOr<Response> r =
-      Exchange(key, /*write=*/true, [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
-        ArithmeticRequest arithmetic;
-        arithmetic.increment = increment;
-        arithmetic.delta = delta;
-        batch->Arithmetic(wire, arithmetic);
-        return absl::OkStatus();
-      });
+      Exchange(L2Op::kArithmetic, key, /*write=*/true,
+               [&](const WireKey& wire, bool /*gutter*/, RequestBatch* batch) {
+                 ArithmeticRequest arithmetic;
+                 arithmetic.increment = increment;
+                 arithmetic.delta = delta;
+                 batch->Arithmetic(wire, arithmetic);
+                 return absl::OkStatus();
+               });
   if (!r.ok()) return r.status();
   if (r->code == Code::kNotFound) {
     return absl::NotFoundError(
@@ -631,6 +645,16 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
                                                            const FetchOptions& options) {
   std::vector<Fetched> found(keys.size());
   if (keys.empty()) return found;
+  const absl::Time start = absl::Now();
+  struct Recorded {
+    ~Recorded() {
+      if (core->options_.record_latency) {
+        core->latency_.Record(L2Op::kGetMany, absl::Now() - start);
+      }
+    }
+    ClientCore* core;
+    absl::Time start;
+  } recorded{this, start};
   // The keys are split into parts, each sent on its own connection before
   // any answer is awaited: memcached serves each connection on its own
   // worker thread. So there is a part per server, or several for a long

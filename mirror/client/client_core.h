@@ -44,6 +44,7 @@
 #include "client/connection.h"
 #include "client/health.h"
 #include "client/ketama.h"
+#include "client/latency.h"
 #include "mutex.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/memcached.h"
@@ -228,6 +229,11 @@ class ClientCore {
   uint64_t topology_version() const { return Current().version; }
   // The primaries, then the gutter pool, in configured order.
   std::vector<ServerStatus> ServerStates() const;
+  L2Latencies Latencies() const { return latency_.Snapshot(); }
+  // Records a latency measured above the client (TieredCache's lease waits).
+  void RecordLatency(L2Op op, absl::Duration took) {
+    if (options_.record_latency) latency_.Record(op, took);
+  }
   // Replaces the primary pool (the gutter pool stays). Keys are placed by
   // ketama over the new list from the next call on; calls in flight finish
   // on the servers they started on; connections to removed servers close
@@ -337,7 +343,7 @@ class ClientCore {
   // &batch)`, and the response that provably answers it. A request that
   // fails because its primary just went down is sent again to the gutter.
   template <typename EncodeFn>
-  absl::StatusOr<Response> Exchange(std::string_view key, bool write, EncodeFn&& encode);
+  absl::StatusOr<Response> Exchange(L2Op op, std::string_view key, bool write, EncodeFn&& encode);
   // The monitor's probe of server `id`: a round trip on a connection of its
   // own, and for a primary with a gutter pool the rejoin step (see Rejoin in
   // client_core.cc).
@@ -347,6 +353,7 @@ class ClientCore {
 
   const MemcachedOptions options_;
   ConnectionOptions connection_options_;
+  LatencyRecorder latency_;
   // Declared before the topologies: destroyed after them (the connections
   // point at its ServerHealth entries).
   std::unique_ptr<HealthMonitor> monitor_;

@@ -27,6 +27,41 @@ const MemcachedOptions& MemcachedClient::options() const { return core_->options
 
 std::vector<ServerStatus> MemcachedClient::ServerStates() const { return core_->ServerStates(); }
 
+L2Latencies MemcachedClient::Latencies() const { return core_->Latencies(); }
+
+std::string_view L2OpName(L2Op op) {
+  switch (op) {
+    case L2Op::kGet:
+      return "get";
+    case L2Op::kSet:
+      return "set";
+    case L2Op::kDelete:
+      return "delete";
+    case L2Op::kTouch:
+      return "touch";
+    case L2Op::kArithmetic:
+      return "incr_decr";
+    case L2Op::kGetMany:
+      return "get_many";
+    case L2Op::kLeaseWait:
+      return "lease_wait";
+    case L2Op::kRevalidation:
+      return "revalidation";
+  }
+  return "?";
+}
+
+const std::vector<double>& LatencyHistogram::Bounds() {
+  static const std::vector<double>* const bounds = [] {
+    auto* seconds = new std::vector<double>;
+    for (int64_t ns : mirror_internal::LatencyRecorder::kBoundsNs) {
+      seconds->push_back(static_cast<double>(ns) * 1e-9);
+    }
+    return seconds;
+  }();
+  return *bounds;
+}
+
 absl::Status MemcachedClient::SetServers(const std::vector<std::string>& servers) {
   return core_->SetServers(servers);
 }

@@ -65,6 +65,8 @@ class MemcachedTier final : public L2Tier {
   absl::Status Flush(absl::Duration timeout) override { return mirror_->Flush(timeout); }
   MirrorStats mirror_stats() const override { return mirror_->Stats(); }
   std::vector<ServerStatus> server_states() const override { return primary_->ServerStates(); }
+  L2Latencies latencies() const override { return core_.Latencies(); }
+  void RecordLatency(L2Op op, absl::Duration took) override { core_.RecordLatency(op, took); }
   absl::Status SetServers(const std::vector<std::string>& servers) override {
     return primary_->SetServers(servers);
   }

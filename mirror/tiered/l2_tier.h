@@ -76,6 +76,10 @@ class L2Tier {
   virtual MirrorStats mirror_stats() const = 0;
   // The L2 servers and their health (MemcachedClient::ServerStates).
   virtual std::vector<ServerStatus> server_states() const = 0;
+  // The primary pool's request latencies, and a latency measured above it
+  // (lease waits).
+  virtual L2Latencies latencies() const = 0;
+  virtual void RecordLatency(L2Op op, absl::Duration took) = 0;
   // MemcachedClient::SetServers of the primary pool.
   virtual absl::Status SetServers(const std::vector<std::string>& servers) = 0;
 };

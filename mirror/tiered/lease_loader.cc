@@ -57,6 +57,18 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
   const absl::Time give_up = clock.Now() + tiers_.options().lease_wait;
   absl::Duration poll = absl::Milliseconds(1);
   bool waited = false;
+  // A wait for another replica's load, however it ends, is a latency the
+  // caller saw (on the injected clock: exact in tests).
+  absl::Time wait_started;
+  struct WaitRecorded {
+    ~WaitRecorded() {
+      if (*waited) l2->RecordLatency(L2Op::kLeaseWait, clock->Now() - *started);
+    }
+    const bool* waited;
+    const absl::Time* started;
+    L2Tier* l2;
+    Clock* clock;
+  } recorded{&waited, &wait_started, &tiers_.l2(), &clock};
   while (true) {
     const int64_t asked_ns = tiers_.NowNs();
     absl::StatusOr<Fetched> r = tiers_.l2().Fetch(key, request);
@@ -106,6 +118,7 @@ absl::StatusOr<std::string> LeaseLoader::Load(std::string_view key, const Loader
     TIERCACHE_ASSERT(r->lost, "a lease stub answered neither W nor Z");
     if (!waited) {
       waited = true;
+      wait_started = clock.Now();
       TieredCounters::Bump(counters.lease_waits);
     }
     const absl::Time now = clock.Now();

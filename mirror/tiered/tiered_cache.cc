@@ -206,6 +206,7 @@ class TieredCache::Impl {
     stats.l1 = l1_->Stats();
     stats.mirror = l2_->mirror_stats();
     stats.l2_servers = l2_->server_states();
+    stats.l2_latency = l2_->latencies();
     tiers_.counters().Fill(&stats);
     return stats;
   }

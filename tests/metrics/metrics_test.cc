@@ -173,17 +173,28 @@ TEST(MetricsTest, ATieredCachesScrapeEqualsItsStats) {
   // The names are the documented ones, and no others.
   std::set<std::string> families;
   for (const prometheus::MetricFamily& family : metrics->Collect()) families.insert(family.name);
-  EXPECT_EQ(
-      families,
-      (std::set<std::string>{
-          "tiercache_l1_hits_total", "tiercache_l1_misses_total", "tiercache_l1_evictions_total",
-          "tiercache_l1_expirations_total", "tiercache_l1_items", "tiercache_l1_bytes",
-          "tiercache_l1_reserved_bytes", "tiercache_l2_hits_total", "tiercache_l2_misses_total",
-          "tiercache_l2_errors_total", "tiercache_loads_total", "tiercache_load_failures_total",
-          "tiercache_lease_wins_total", "tiercache_lease_waits_total",
-          "tiercache_revalidations_total", "tiercache_mirror_replicated_writes_total",
-          "tiercache_mirror_failed_writes_total", "tiercache_mirror_dropped_writes_total",
-          "tiercache_mirror_queue_depth"}));  // l2_server_up: none on the fake L2
+  EXPECT_EQ(families,
+            (std::set<std::string>{
+                "tiercache_l1_hits_total",
+                "tiercache_l1_misses_total",
+                "tiercache_l1_evictions_total",
+                "tiercache_l1_expirations_total",
+                "tiercache_l1_items",
+                "tiercache_l1_bytes",
+                "tiercache_l1_reserved_bytes",
+                "tiercache_l2_hits_total",
+                "tiercache_l2_misses_total",
+                "tiercache_l2_errors_total",
+                "tiercache_loads_total",
+                "tiercache_load_failures_total",
+                "tiercache_lease_wins_total",
+                "tiercache_lease_waits_total",
+                "tiercache_revalidations_total",
+                "tiercache_mirror_replicated_writes_total",
+                "tiercache_mirror_failed_writes_total",
+                "tiercache_mirror_dropped_writes_total",
+                "tiercache_mirror_queue_depth",
+                "tiercache_l2_request_duration_seconds"}));  // l2_server_up: none on the fake L2
 }
 
 TEST(MetricsTest, ServerHealthIsAGaugePerServer) {
@@ -205,6 +216,16 @@ TEST(MetricsTest, ServerHealthIsAGaugePerServer) {
   EXPECT_EQ(scrape.samples.at("tiercache_l2_server_up{cache=c,server=" + spare.address() + "}"),
             1.0);
   EXPECT_EQ(scrape.types.at("tiercache_l2_server_up"), "gauge");
+  // The client timed that get (it found the primary refused, then asked
+  // the gutter): one sample, in the histogram of its op, equal to Stats().
+  const LatencyHistogram gets = cache->Stats().l2_latency[L2Op::kGet];
+  EXPECT_EQ(gets.count, 1u);
+  EXPECT_EQ(scrape.types.at("tiercache_l2_request_duration_seconds"), "histogram");
+  EXPECT_EQ(scrape.samples.at("tiercache_l2_request_duration_seconds_count{cache=c,op=get}"), 1.0);
+  EXPECT_EQ(
+      scrape.samples.at("tiercache_l2_request_duration_seconds_bucket{cache=c,le=+Inf,op=get}"),
+      1.0);
+  EXPECT_EQ(scrape.samples.at("tiercache_l2_request_duration_seconds_count{cache=c,op=set}"), 0.0);
 }
 
 // What an HTTP GET of `path` on 127.0.0.1:`port` returned (headers and body).

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/latency.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/clock.h"
 #include "tiered/l2_tier.h"
@@ -274,6 +275,8 @@ class FakeL2 final : public mirror_internal::L2Tier {
     return absl::OkStatus();
   }
   std::vector<ServerStatus> server_states() const override { return {}; }
+  L2Latencies latencies() const override { return latency_.Snapshot(); }
+  void RecordLatency(L2Op op, absl::Duration took) override { latency_.Record(op, took); }
   absl::Status SetServers(const std::vector<std::string>&) override {
     return absl::UnimplementedError("the fake L2 has no servers");
   }
@@ -294,6 +297,7 @@ class FakeL2 final : public mirror_internal::L2Tier {
   };
   FakeMemcached* const primary_;
   FakeMemcached* const old_pool_;
+  mirror_internal::LatencyRecorder latency_;
   bool hold_ = false;
   std::deque<Write> queue_;
   uint64_t accepted_ = 0;

@@ -184,6 +184,12 @@ TEST_F(TieredStateTest, AWaiterPollsOnTheClockUntilTheHolderStores) {
   // Three sleeps between four polls: 1 + 2 + 4 ms.
   EXPECT_EQ(clock_.sleeps(), 3u);
   EXPECT_EQ(clock_.Now() - start, absl::Milliseconds(7));
+  // The wait is one sample of the lease_wait latency, exactly 7 ms (the
+  // 5..10 ms bucket).
+  const LatencyHistogram wait = waiter->Stats().l2_latency[L2Op::kLeaseWait];
+  EXPECT_EQ(wait.count, 1u);
+  EXPECT_DOUBLE_EQ(wait.sum_seconds, 0.007);
+  EXPECT_EQ(wait.counts[7], 1u);  // bounds: 50, 100, 250, 500 µs, 1, 2.5, 5, 10 ms, ...
 }
 
 TEST_F(TieredStateTest, AWaiterLoadsItselfAfterLeaseWait) {

@@ -28,7 +28,10 @@
 //               tiercache_mirror_dropped_writes_total,
 //               tiercache_mirror_queue_depth,
 //               tiercache_l2_server_up{server="host:port"} (1 up, 0 down;
-//               the gutter pool's servers too)
+//               the gutter pool's servers too),
+//               tiercache_l2_request_duration_seconds{op="get|set|delete|touch|
+//               incr_decr|get_many|lease_wait|revalidation"} (a histogram,
+//               buckets 50 µs .. 5 s, from the client's per-thread cells)
 //
 // What each means and the alerts worth setting: docs/operations.md.
 //

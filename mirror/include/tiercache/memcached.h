@@ -36,6 +36,7 @@
 #ifndef TIERCACHE_MEMCACHED_H_
 #define TIERCACHE_MEMCACHED_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -123,6 +124,41 @@ struct MemcachedOptions {
   // Empty: no gutter.
   std::vector<std::string> gutter_servers;
   absl::Duration gutter_ttl = absl::Seconds(10);
+
+  // Record every request's latency (Latencies()): two clock reads and two
+  // relaxed additions per request.
+  bool record_latency = true;
+};
+
+// How long L2 requests took, by operation (MemcachedClient::Latencies,
+// TieredStats::l2_latency), in fixed buckets. Recorded by the client on
+// every request in per-thread cells: no lock and no shared cache line on the
+// request path (MemcachedOptions::record_latency turns it off).
+enum class L2Op : uint8_t {
+  kGet,  // a get, a lease's get included
+  kSet,  // every store
+  kDelete,
+  kTouch,
+  kArithmetic,    // incr/decr
+  kGetMany,       // one GetMany/GetOrLoadMany round trip, all its servers
+  kLeaseWait,     // TieredCache: waiting for another replica's load
+  kRevalidation,  // TieredCache: a stale L1 copy's check against L2
+};
+inline constexpr size_t kL2OpCount = 8;
+// "get", "set", "delete", "touch", "incr_decr", "get_many", "lease_wait",
+// "revalidation".
+std::string_view L2OpName(L2Op op);
+struct LatencyHistogram {
+  // The buckets' upper bounds in seconds (50 µs .. 5 s), the same for every
+  // histogram; a last bucket above the largest follows.
+  static const std::vector<double>& Bounds();
+  std::vector<uint64_t> counts;  // one per bucket (Bounds().size() + 1), not cumulative
+  uint64_t count = 0;
+  double sum_seconds = 0;
+};
+struct L2Latencies {
+  std::array<LatencyHistogram, kL2OpCount> by_op;
+  const LatencyHistogram& operator[](L2Op op) const { return by_op[static_cast<size_t>(op)]; }
 };
 
 // One server as the client sees it (MemcachedClient::ServerStates).
@@ -185,6 +221,9 @@ class MemcachedClient {
   const MemcachedOptions& options() const;
   // Every server, the primaries in configured order and then the gutter pool.
   std::vector<ServerStatus> ServerStates() const;
+  // How long this client's requests took, by operation (zeros with
+  // record_latency off).
+  L2Latencies Latencies() const;
   // Replaces the pool of servers while the client runs (the gutter pool
   // stays). From the next call on, keys are placed exactly as libmemcached's
   // ketama places them over the new list; calls in flight finish on the

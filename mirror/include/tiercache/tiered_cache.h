@@ -149,6 +149,8 @@ struct TieredStats {
   // The L2 pool's servers (the gutter pool after the primaries): up or down,
   // transitions, requests rerouted to the gutter.
   std::vector<ServerStatus> l2_servers;
+  // How long L2 requests took, by operation; lease waits included.
+  L2Latencies l2_latency;
 };
 
 class TieredCache;
