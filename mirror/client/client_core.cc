@@ -506,15 +506,7 @@ absl::StatusOr<Response> ClientCore::Exchange(L2Op op, std::string_view key, boo
   if (!wire.ok()) return wire.status();
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + options_.op_timeout;
-  // Every outcome, an error included, is a latency the caller saw.
-  struct Recorded {
-    ~Recorded() {
-      if (core->options_.record_latency) core->latency_.Record(op, absl::Now() - start);
-    }
-    ClientCore* core;
-    L2Op op;
-    absl::Time start;
-  } recorded{this, op, start};
+  const ScopedLatency recorded(LatencyRecorderIfOn(), op, start);
   for (int attempt = 0;; ++attempt) {
     const Topology& t = Current();
     absl::StatusOr<Route> route = RouteIn(t, key, write);
@@ -645,16 +637,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
                                                            const FetchOptions& options) {
   std::vector<Fetched> found(keys.size());
   if (keys.empty()) return found;
-  const absl::Time start = absl::Now();
-  struct Recorded {
-    ~Recorded() {
-      if (core->options_.record_latency) {
-        core->latency_.Record(L2Op::kGetMany, absl::Now() - start);
-      }
-    }
-    ClientCore* core;
-    absl::Time start;
-  } recorded{this, start};
+  const ScopedLatency recorded(LatencyRecorderIfOn(), L2Op::kGetMany, absl::Now());
   // The keys are split into parts, each sent on its own connection before
   // any answer is awaited: memcached serves each connection on its own
   // worker thread. So there is a part per server, or several for a long
@@ -776,6 +759,29 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   return found;
 }
 
+// Where a queued write goes, and the routing it is placed under. While the
+// key's primary is down the write goes to the gutter; without a gutter pool
+// it stays queued for the primary (its batch fails if the server is still
+// down when it is sent). The epochs are read before routing: a transition in
+// between makes the write's epoch old, and its batch is dropped rather than
+// sent where it no longer belongs.
+absl::StatusOr<ClientCore::Route> ClientCore::PlaceWrite(std::string_view key,
+                                                         PreparedWrite* write) const {
+  const Topology& t = Current();
+  Route route{t.primaries[t.PrimaryFor(key)], false};
+  const uint64_t primary_epoch = t.by_id[route.server]->health->transitions();
+  const uint64_t pool_epoch = monitor_->epoch();
+  if (!t.gutters.empty()) {
+    absl::StatusOr<Route> routed = RouteIn(t, key, /*write=*/true);
+    if (!routed.ok()) return routed.status();
+    route = *routed;
+  }
+  write->server = route.server;
+  write->epoch = route.gutter ? pool_epoch : primary_epoch;
+  write->version = t.version;
+  return route;
+}
+
 absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
                                                        std::string_view key, std::string_view value,
                                                        const WriteOptions& options) const {
@@ -789,29 +795,13 @@ absl::StatusOr<PreparedWrite> ClientCore::PrepareWrite(PreparedWrite::Kind kind,
     write.value = value;
     write.flags = options.flags;
   }
-  // While the key's primary is down the write goes to the gutter. Without a
-  // gutter pool it stays queued for the primary: its batch fails if the
-  // server is still down when it is sent.
-  const Topology& t = Current();
-  Route route{t.primaries[t.PrimaryFor(key)], false};
-  // Read before routing: a transition in between makes the write's epoch
-  // old, and its batch is dropped rather than sent where it no longer
-  // belongs.
-  const uint64_t primary_epoch = t.by_id[route.server]->health->transitions();
-  const uint64_t pool_epoch = monitor_->epoch();
-  if (!t.gutters.empty()) {
-    absl::StatusOr<Route> routed = RouteIn(t, key, /*write=*/true);
-    if (!routed.ok()) return routed.status();
-    route = *routed;
-  }
-  write.epoch = route.gutter ? pool_epoch : primary_epoch;
-  write.version = t.version;
+  absl::StatusOr<Route> route = PlaceWrite(key, &write);
+  if (!route.ok()) return route.status();
   if (kind != PreparedWrite::Kind::kDelete) {
-    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, route.gutter);
+    absl::StatusOr<int64_t> ttl = TtlToken(options.ttl, route->gutter);
     if (!ttl.ok()) return ttl.status();
     write.ttl_token = *ttl;
   }
-  write.server = route.server;
   // "ms <key> <len> F<flags> T<ttl> MS O<token> q\r\n<value>\r\n" is about 50
   // bytes besides the key and value.
   write.encoded_size = write.key.text.size() + write.value.size() + 64;
@@ -857,7 +847,6 @@ WriteBatch ClientCore::NewWriteBatch(size_t server, uint64_t epoch, uint64_t ver
 absl::StatusOr<PreparedWrite> ClientCore::Replace(const WriteBatch& batch, size_t i,
                                                   std::string_view user_key) const {
   const WriteBatch::Entry& entry = batch.entries_[i];
-  const Topology& t = Current();
   PreparedWrite write;
   write.kind = entry.kind;
   absl::StatusOr<WireKey> wire = Key(user_key);
@@ -867,15 +856,9 @@ absl::StatusOr<PreparedWrite> ClientCore::Replace(const WriteBatch& batch, size_
       std::string_view(batch.requests_.bytes()).substr(entry.value_offset, entry.value_size);
   write.flags = entry.flags;
   write.ttl_token = entry.ttl_token;
-  Route route{t.primaries[t.PrimaryFor(user_key)], false};
-  const uint64_t primary_epoch = t.by_id[route.server]->health->transitions();
-  const uint64_t pool_epoch = monitor_->epoch();
-  if (!t.gutters.empty()) {
-    absl::StatusOr<Route> routed = RouteIn(t, user_key, /*write=*/true);
-    if (!routed.ok()) return routed.status();
-    route = *routed;
-  }
-  if (route.gutter && write.kind != PreparedWrite::Kind::kDelete) {
+  absl::StatusOr<Route> route = PlaceWrite(user_key, &write);
+  if (!route.ok()) return route.status();
+  if (route->gutter && write.kind != PreparedWrite::Kind::kDelete) {
     // The token as memcached reads it: 0 never expires, up to 30 days is
     // relative, beyond is a Unix time. In the gutter it lives at most
     // gutter_ttl: decoded, capped, and encoded again (an absolute time
@@ -893,9 +876,6 @@ absl::StatusOr<PreparedWrite> ClientCore::Replace(const WriteBatch& batch, size_
       write.ttl_token = *token;
     }
   }
-  write.server = route.server;
-  write.epoch = route.gutter ? pool_epoch : primary_epoch;
-  write.version = t.version;
   write.encoded_size = write.key.text.size() + write.value.size() + 64;
   return write;
 }

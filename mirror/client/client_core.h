@@ -232,7 +232,7 @@ class ClientCore {
   L2Latencies Latencies() const { return latency_.Snapshot(); }
   // Records a latency measured above the client (TieredCache's lease waits).
   void RecordLatency(L2Op op, absl::Duration took) {
-    if (options_.record_latency) latency_.Record(op, took);
+    if (LatencyRecorder* recorder = LatencyRecorderIfOn()) recorder->Record(op, took);
   }
   // Replaces the primary pool (the gutter pool stays). Keys are placed by
   // ketama over the new list from the next call on; calls in flight finish
@@ -332,9 +332,16 @@ class ClientCore {
 
   explicit ClientCore(const MemcachedOptions& options) : options_(options) {}
   const Topology& Current() const { return *topology_.load(std::memory_order_acquire); }
+  // The recorder, or null with MemcachedOptions::record_latency off.
+  LatencyRecorder* LatencyRecorderIfOn() const {
+    return options_.record_latency ? &latency_ : nullptr;
+  }
   // RouteFor in the topology `t` (a call keeps to one snapshot).
   absl::StatusOr<Route> RouteIn(const Topology& t, std::string_view key, bool write) const;
   absl::Status CheckTlsTarget(const Endpoint& endpoint) const;
+  // Sets a queued write's server, routing epoch and pool version; returns
+  // its route (gutter or not).
+  absl::StatusOr<Route> PlaceWrite(std::string_view key, PreparedWrite* write) const;
   absl::Time Deadline() const { return absl::Now() + options_.op_timeout; }
   // A Server for `name` (checked), with its connections and a health entry.
   absl::StatusOr<std::shared_ptr<Server>> NewServer(const std::string& name, bool gutter,
@@ -353,7 +360,7 @@ class ClientCore {
 
   const MemcachedOptions options_;
   ConnectionOptions connection_options_;
-  LatencyRecorder latency_;
+  mutable LatencyRecorder latency_;  // its cells are atomics: recording is not a change
   // Declared before the topologies: destroyed after them (the connections
   // point at its ServerHealth entries).
   std::unique_ptr<HealthMonitor> monitor_;

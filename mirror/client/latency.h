@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tiercache/memcached.h"
 
@@ -41,6 +42,25 @@ class LatencyRecorder {
     std::array<Cell, kL2OpCount> ops;
   };
   std::array<Stripe, kStripes> stripes_;
+};
+
+// Records the time from `start` to its own destruction, whatever way the
+// scope ends (an error is a latency the caller saw too); a null recorder
+// records nothing.
+class ScopedLatency {
+ public:
+  ScopedLatency(LatencyRecorder* recorder, L2Op op, absl::Time start)
+      : recorder_(recorder), op_(op), start_(start) {}
+  ~ScopedLatency() {
+    if (recorder_ != nullptr) recorder_->Record(op_, absl::Now() - start_);
+  }
+  ScopedLatency(const ScopedLatency&) = delete;
+  ScopedLatency& operator=(const ScopedLatency&) = delete;
+
+ private:
+  LatencyRecorder* const recorder_;
+  const L2Op op_;
+  const absl::Time start_;
 };
 
 }  // namespace tiercache::mirror_internal
