@@ -340,7 +340,9 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
         // behind it is lost with it. Send on a fresh connection.
         const absl::Status why = absl::UnavailableError(absl::StrFormat(
             "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
-        if (health_ != nullptr) health_->ReportTimeout(why);
+        if (health_ != nullptr && !pending_.front()->timeout_reported) {
+          health_->ReportTimeout(why);
+        }
         ResetLocked(why, Retry::kAtOnce);
       }
     }
@@ -641,6 +643,7 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
       // set a moment before the request was sent).
       if (health_ != nullptr && absl::Now() - exchange->sent >= options_.op_timeout / 2) {
         health_->ReportTimeout(why);
+        exchange->timeout_reported = true;
       }
       return why;
     }
@@ -716,7 +719,9 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
         // With a health monitor, timeouts are counted there and it marks
         // the server down after timeouts_before_down of them: this
         // connection must not hide the next ones behind a backoff of its own.
-        if (health_ != nullptr) health_->ReportTimeout(why);
+        if (health_ != nullptr && !pending_.front()->timeout_reported) {
+          health_->ReportTimeout(why);
+        }
         ResetLocked(why, health_ != nullptr ? Retry::kAtOnce : Retry::kAfterBackoff);
       }
     }

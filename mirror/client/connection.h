@@ -99,6 +99,9 @@ class Connection {
     absl::Status status;
     bool done = false;
     bool waiting = false;              // its caller sleeps on `wake`
+    // Counted as a timeout against the server already (by its caller at its
+    // deadline, or by the reader): one unanswered request is one timeout.
+    bool timeout_reported = false;
     std::condition_variable_any wake;  // completed, or asked to take over reading
   };
 
