@@ -98,7 +98,7 @@ class Connection {
     std::vector<Response> responses;
     absl::Status status;
     bool done = false;
-    bool waiting = false;              // its caller sleeps on `wake`
+    bool waiting = false;  // its caller sleeps on `wake`
     // Counted as a timeout against the server already (by its caller at its
     // deadline, or by the reader): one unanswered request is one timeout.
     bool timeout_reported = false;
