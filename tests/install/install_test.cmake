@@ -26,7 +26,8 @@ if(build_type STREQUAL "")
 endif()
 run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE}" -B "${CONSUMER_BUILD}" -G "${GENERATOR}"
     "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" "-DCMAKE_BUILD_TYPE=${build_type}"
-    "-DCMAKE_PREFIX_PATH=${PREFIX}" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+    "-DCMAKE_PREFIX_PATH=${PREFIX}" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+    "-DEXPECT_METRICS=${EXPECT_METRICS}")
 run("${CMAKE_COMMAND}" --build "${CONSUMER_BUILD}")
 
 # The package the consumer found must be the one just installed.

@@ -4,6 +4,12 @@
 
 #include "tiercache/cache.h"
 #include "tiercache/tiered_cache.h"
+#ifdef TIERCACHE_CONSUMER_METRICS
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include "tiercache/metrics.h"
+#endif
 
 int main() {
   tiercache::CacheOptions options;
@@ -41,6 +47,22 @@ int main() {
     std::cerr << "TieredCache::Get did not return yes\n";
     return 1;
   }
+#ifdef TIERCACHE_CONSUMER_METRICS
+  // The optional metrics library: the collector reads the cache's stats.
+  bool found_hits = false;
+  for (const prometheus::MetricFamily& family :
+       tiercache::MetricsFor(**cache, "installed")->Collect()) {
+    if (family.name == "tiercache_l1_hits_total" && family.metric.size() == 1 &&
+        family.metric[0].counter.value == 1) {
+      found_hits = true;
+    }
+  }
+  if (!found_hits) {
+    std::cerr << "MetricsFor: no tiercache_l1_hits_total of 1\n";
+    return 1;
+  }
+  std::cout << "installed tiercache::metrics works\n";
+#endif
   std::cout << "installed tiercache works\n";
   return 0;
 }
