@@ -20,12 +20,20 @@
 //                   connections), Gets, total gets/s.
 //                   Baseline: 8 threads, each its own memcached_st (a
 //                   memcached_clone of one configured handle).
+//   5. recording    the cost of MemcachedOptions::record_latency (on by
+//                   default): two MemcachedClients that differ only in it,
+//                   the same work. Blocking-get p50 and mean (blocks of 1000
+//                   alternating) and 8 threads' gets/s (median of 5,
+//                   alternating). Pinned: memcached on CPU 1, every client
+//                   thread on CPU 0, so both clients get the same layout
+//                   (see PinThisThread). Target: on within 3% of off.
 //
 // Workload: keys "key:%08d" over 10000 distinct keys, 100-byte values.
 // Throughput figures are the median of 3 repetitions; within a repetition
 // the two clients run back to back, in alternating order.
 //
-// Flags: --quick (smaller N and shorter runs: a smoke test), --json=PATH.
+// Flags: --quick (smaller N and shorter runs: a smoke test), --json=PATH,
+// --only=sets|latency|getmany|threads|recording.
 
 #include <libmemcached/memcached.h>
 #include <sys/resource.h>
@@ -35,6 +43,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -54,6 +63,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "bench_support.h"
 #include "memcached_server.h"
 #include "tiercache/memcached.h"
 #include "tiercache/mirror.h"
@@ -96,18 +106,6 @@ struct Config {
 };
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// SplitMix64: the same stream on every platform.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  size_t Below(size_t n) { return static_cast<size_t>(Next() % n); }
-};
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -321,7 +319,8 @@ struct Row {
     return higher_is_better ? Ratio() >= target : Ratio() <= target;
   }
   std::string TargetText() const {
-    return absl::StrFormat("%s %.1fx", higher_is_better ? ">=" : "<=", target);
+    return absl::StrFormat("%s %.*fx", higher_is_better ? ">=" : "<=",
+                           target == std::round(target * 10) / 10 ? 1 : 2, target);
   }
 };
 
@@ -539,11 +538,11 @@ std::vector<Row> BenchGetLatency(Fixture& f, tiercache::MemcachedClient& client,
                                  memcached_st* memc) {
   SplitMix64 rng{42};
   std::vector<size_t> order(f.config.latency_gets);
-  for (size_t& i : order) i = rng.Below(kDistinctKeys);
+  for (size_t& i : order) i = rng.NextBelow(kDistinctKeys);
   uint64_t tiercache_misses = 0, lib_misses = 0;
   for (size_t i = 0; i < f.config.warmup; ++i) {
-    TimedTiercacheGet(f, client, f.keys[rng.Below(kDistinctKeys)], &tiercache_misses);
-    TimedLibGet(f, memc, f.keys[rng.Below(kDistinctKeys)], &lib_misses);
+    TimedTiercacheGet(f, client, f.keys[rng.NextBelow(kDistinctKeys)], &tiercache_misses);
+    TimedLibGet(f, memc, f.keys[rng.NextBelow(kDistinctKeys)], &lib_misses);
   }
   tiercache_misses = lib_misses = 0;
   std::vector<int64_t> tiercache_ns, lib_ns;
@@ -614,7 +613,7 @@ std::vector<std::vector<size_t>> MakeBatches(size_t count, uint64_t seed) {
   std::vector<bool> taken(kDistinctKeys, false);
   for (auto& batch : batches) {
     while (batch.size() < kGetManyKeys) {
-      const size_t k = rng.Below(kDistinctKeys);
+      const size_t k = rng.NextBelow(kDistinctKeys);
       if (taken[k]) continue;
       taken[k] = true;
       batch.push_back(k);
@@ -774,7 +773,7 @@ Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* c
           ErrorTally errors;
           while (!stop.load(std::memory_order_relaxed)) {
             absl::StatusOr<std::optional<tiercache::Item>> got =
-                client.Get(f.keys[rng.Below(kDistinctKeys)]);
+                client.Get(f.keys[rng.NextBelow(kDistinctKeys)]);
             if (!got.ok()) {
               errors.Add("MemcachedClient::Get (8 threads)", got.status());
               continue;
@@ -796,7 +795,7 @@ Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* c
           memcached_st* memc = clones[static_cast<size_t>(t)].get();
           ErrorTally errors;
           while (!stop.load(std::memory_order_relaxed)) {
-            const std::string& key = f.keys[rng.Below(kDistinctKeys)];
+            const std::string& key = f.keys[rng.NextBelow(kDistinctKeys)];
             size_t length = 0;
             uint32_t flags = 0;
             memcached_return_t rc;
@@ -830,6 +829,119 @@ Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* c
     if (tiercache_misses > 0) row.valid = false;
   }
   return row;
+}
+
+// --- 5. The cost of latency recording ------------------------------------------
+
+// Rows of the recording comparison: `tiercache` is recording on,
+// `libmemcached` recording off (the Row's baseline column), target within 3%.
+std::vector<Row> BenchRecordingCost(Fixture& f) {
+  auto make = [&](bool record) {
+    tiercache::MemcachedOptions options;
+    options.servers = {f.server->address()};
+    options.record_latency = record;
+    absl::StatusOr<std::unique_ptr<tiercache::MemcachedClient>> client =
+        tiercache::MemcachedClient::Create(options);
+    if (!client.ok()) {
+      std::fprintf(stderr, "MemcachedClient::Create: %s\n", client.status().ToString().c_str());
+      std::exit(1);
+    }
+    return *std::move(client);
+  };
+  const std::unique_ptr<tiercache::MemcachedClient> on = make(true), off = make(false);
+  PinProcess(f.server->pid(), 1);
+  PinThisThread(0);  // the threads made below inherit it
+
+  // Blocking gets, one thread, blocks alternating.
+  SplitMix64 rng{77};
+  uint64_t misses = 0;
+  for (size_t i = 0; i < f.config.warmup; ++i) {
+    TimedTiercacheGet(f, *on, f.keys[rng.NextBelow(kDistinctKeys)], &misses);
+    TimedTiercacheGet(f, *off, f.keys[rng.NextBelow(kDistinctKeys)], &misses);
+  }
+  misses = 0;
+  std::vector<int64_t> on_ns, off_ns;
+  const size_t block = f.config.latency_block;
+  for (size_t begin = 0, b = 0; begin < f.config.latency_gets; begin += block, ++b) {
+    const size_t end = std::min(f.config.latency_gets, begin + block);
+    std::vector<size_t> order(end - begin);
+    for (size_t& i : order) i = rng.NextBelow(kDistinctKeys);
+    auto run = [&](tiercache::MemcachedClient& client, std::vector<int64_t>& ns) {
+      for (size_t i : order) ns.push_back(TimedTiercacheGet(f, client, f.keys[i], &misses));
+    };
+    if (b % 2 == 0) {
+      run(*on, on_ns);
+      run(*off, off_ns);
+    } else {
+      run(*off, off_ns);
+      run(*on, on_ns);
+    }
+  }
+  const Latency on_latency = Summarize(on_ns), off_latency = Summarize(off_ns);
+  const std::string latency_remark = absl::StrFormat(
+      "%d gets per client, the same keys, blocks of %d alternating; pinned: memcached CPU 1, "
+      "client CPU 0",
+      on_ns.size(), block);
+  std::vector<Row> rows;
+  rows.emplace_back("recording: get p50", "us", /*higher_is_better=*/false, 1.03);
+  rows.back().tiercache = on_latency.p50_us;
+  rows.back().libmemcached = off_latency.p50_us;
+  rows.back().remark = latency_remark;
+  rows.emplace_back("recording: get mean", "us", /*higher_is_better=*/false, 1.03);
+  rows.back().tiercache = on_latency.mean_us;
+  rows.back().libmemcached = off_latency.mean_us;
+  rows.back().remark = latency_remark;
+
+  // 8 threads on one shared client each.
+  Row threads("recording: 8 threads", "gets/s", /*higher_is_better=*/true, 0.97);
+  auto run_threads = [&](tiercache::MemcachedClient& client, std::vector<double>& runs,
+                         uint64_t seed) {
+    const ThreadRun r =
+        RunThreads(f.config.threads_seconds,
+                   [&](int t, std::atomic<bool>& stop, uint64_t* ops, uint64_t* thread_misses) {
+                     SplitMix64 thread_rng{seed + static_cast<uint64_t>(t)};
+                     ErrorTally errors;
+                     while (!stop.load(std::memory_order_relaxed)) {
+                       absl::StatusOr<std::optional<tiercache::Item>> got =
+                           client.Get(f.keys[thread_rng.NextBelow(kDistinctKeys)]);
+                       if (!got.ok()) {
+                         errors.Add("MemcachedClient::Get (recording, 8 threads)", got.status());
+                         continue;
+                       }
+                       if (!got->has_value()) ++*thread_misses;
+                       ++*ops;
+                     }
+                     f.tiercache_errors.Merge(errors);
+                   });
+    runs.push_back(r.gets_per_second);
+    misses += r.misses;
+  };
+  constexpr int kRecordingRepetitions = 5;
+  for (int rep = 0; rep < kRecordingRepetitions; ++rep) {
+    auto run_on = [&] { run_threads(*on, threads.tiercache_runs, 3000); };
+    auto run_off = [&] { run_threads(*off, threads.libmemcached_runs, 3000); };
+    RunInAlternatingOrder(rep, run_on, run_off);
+  }
+  threads.tiercache = Median(threads.tiercache_runs);
+  threads.libmemcached = Median(threads.libmemcached_runs);
+  threads.remark = absl::StrFormat(
+      "%.1f s per client and repetition, median of %d, alternating; the same key streams; "
+      "pinned as above",
+      f.config.threads_seconds, kRecordingRepetitions);
+  rows.push_back(std::move(threads));
+  PinThisThread(-1);
+  for (Row& row : rows) {
+    row.valid = misses == 0;
+    if (misses > 0) row.remark += absl::StrFormat("; MISSES: %d", misses);
+  }
+  // The histogram the "on" client filled is the one the metrics export.
+  const tiercache::L2Latencies recorded = on->Latencies();
+  const tiercache::L2Latencies unrecorded = off->Latencies();
+  f.notes.push_back(absl::StrFormat(
+      "recording rows: the columns are recording on | recording off, not libmemcached; the on "
+      "client's histogram counted %d gets, the off client's %d",
+      recorded[tiercache::L2Op::kGet].count, unrecorded[tiercache::L2Op::kGet].count));
+  return rows;
 }
 
 // --- output -----------------------------------------------------------------
@@ -913,20 +1025,21 @@ int Main(int argc, char** argv) {
     } else if (arg.rfind("--only=", 0) == 0) {
       config.only = std::string(arg.substr(7));
       if (config.only != "sets" && config.only != "latency" && config.only != "getmany" &&
-          config.only != "threads") {
-        std::fprintf(stderr, "--only= takes sets, latency, getmany or threads\n");
+          config.only != "threads" && config.only != "recording") {
+        std::fprintf(stderr, "--only= takes sets, latency, getmany, threads or recording\n");
         return 2;
       }
     } else if (arg.rfind("--json=", 0) == 0) {
       config.json_path = std::string(arg.substr(7));
     } else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: %s [--quick] [--json=PATH] [--only=sets|latency|getmany|threads]\n",
-                  argv[0]);
+      std::printf(
+          "usage: %s [--quick] [--json=PATH] [--only=sets|latency|getmany|threads|recording]\n",
+          argv[0]);
       return 0;
     } else {
       std::fprintf(stderr,
                    "unknown argument '%s'; usage: %s [--quick] [--json=PATH] "
-                   "[--only=sets|latency|getmany|threads]\n",
+                   "[--only=sets|latency|getmany|threads|recording]\n",
                    argv[i], argv[0]);
       return 2;
     }
@@ -979,14 +1092,14 @@ int Main(int argc, char** argv) {
   std::vector<Row> rows;
   auto selected = [&](std::string_view name) { return config.only.empty() || config.only == name; };
   if (selected("sets")) {
-    std::printf("[1/4] async replicated sets: %zu sets x %d repetitions per client...\n",
+    std::printf("[1/5] async replicated sets: %zu sets x %d repetitions per client...\n",
                 config.sets, kRepetitions);
     std::fflush(stdout);
     rows.push_back(BenchAsyncSets(f, std::nullopt));
     if (rows.back().remark.find("dropped 0") == std::string::npos) {
       // The default queue could not hold the burst: measure the pipeline
       // itself too, with a queue that can (informational, not judged).
-      std::printf("[1b/4] again with max_queued_writes = %zu (no drops possible)...\n",
+      std::printf("[1b/5] again with max_queued_writes = %zu (no drops possible)...\n",
                   config.sets);
       std::fflush(stdout);
       rows.push_back(BenchAsyncSets(f, config.sets));
@@ -1007,21 +1120,27 @@ int Main(int argc, char** argv) {
   }
 
   if (selected("latency")) {
-    std::printf("[2/4] get latency: %zu gets per client...\n", config.latency_gets);
+    std::printf("[2/5] get latency: %zu gets per client...\n", config.latency_gets);
     std::fflush(stdout);
     for (Row& row : BenchGetLatency(f, **client, reader.get())) rows.push_back(std::move(row));
   }
   if (selected("getmany")) {
-    std::printf("[3/4] GetMany(100): %.1f s x %d repetitions per client...\n",
+    std::printf("[3/5] GetMany(100): %.1f s x %d repetitions per client...\n",
                 config.getmany_seconds, kRepetitions);
     std::fflush(stdout);
     rows.push_back(BenchGetMany(f, **client, reader.get()));
   }
   if (selected("threads")) {
-    std::printf("[4/4] %d threads: %.1f s x %d repetitions per client...\n", kThreads,
+    std::printf("[4/5] %d threads: %.1f s x %d repetitions per client...\n", kThreads,
                 config.threads_seconds, kRepetitions);
     std::fflush(stdout);
     rows.push_back(BenchThreads(f, **client, reader.get()));
+  }
+  if (selected("recording")) {
+    std::printf("[5/5] latency recording on vs off: %zu gets, %d threads %.1f s x 5...\n",
+                config.latency_gets, kThreads, config.threads_seconds);
+    std::fflush(stdout);
+    for (Row& row : BenchRecordingCost(f)) rows.push_back(std::move(row));
   }
   std::printf("\n");
   const double total_seconds = Seconds(Clock::now() - total_start);

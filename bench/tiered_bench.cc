@@ -39,6 +39,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench_support.h"
 #include "memcached_server.h"
 #include "tiercache/cache.h"
 #include "tiercache/memcached.h"
@@ -83,16 +84,6 @@ double Median(std::vector<double> v) {
 }
 
 std::string Key(size_t i) { return absl::StrFormat("key:%08d", i); }
-
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-};
 
 // Calls `get(key)` from `threads` threads for `seconds`; reads per second.
 double Throughput(int threads, double seconds, const std::vector<std::string>& keys,

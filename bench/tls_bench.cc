@@ -46,6 +46,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "bench_support.h"
 #include "memcached_server.h"
 #include "tiercache/memcached.h"
 #include "tiercache/mirror.h"
@@ -55,6 +56,8 @@ namespace {
 
 using tiercache::MemcachedClient;
 using tiercache::MemcachedOptions;
+using tiercache_bench::PinProcess;
+using tiercache_bench::PinThisThread;
 
 constexpr int kKeys = 10000;
 std::string KeyOf(int i) { return absl::StrFormat("key:%08d", i); }
@@ -106,29 +109,6 @@ print(statistics.median(t) / 1000.0))",
   const bool read = std::fgets(line, sizeof(line), pipe) != nullptr;
   const int status = ::pclose(pipe);
   return read && status == 0 ? std::atof(line) : -1;
-}
-
-// Pins the calling thread (and the threads it creates later) to `cpu`.
-void PinThisThread(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  (void)::sched_setaffinity(0, sizeof(set), &set);
-}
-
-// Pins every thread of process `pid` to `cpu`.
-void PinProcess(pid_t pid, int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
-  DIR* dir = ::opendir(tasks.c_str());
-  if (dir == nullptr) return;
-  while (const dirent* entry = ::readdir(dir)) {
-    const pid_t tid = std::atoi(entry->d_name);
-    if (tid > 0) (void)::sched_setaffinity(tid, sizeof(set), &set);
-  }
-  ::closedir(dir);
 }
 
 // Latency, async sets and 8 threads on both sides in the current layout;

@@ -15,6 +15,8 @@ int main() {
   tiercache::CacheOptions options;
   options.max_bytes = 64 << 20;             // keys + values + real per-entry overhead
   options.default_ttl = absl::Minutes(10);  // unless a write gives its own TTL
+  // Scan-resistant, frequency-aware eviction (W-TinyLFU); the default is kLru.
+  options.policy = tiercache::EvictionPolicy::kTinyLfu;
   auto cache = tiercache::Cache::Create(options);
   if (!cache.ok()) return 1;
 

@@ -22,6 +22,7 @@ TIERCACHE_PACKAGES=(
   memcached libmemcached-dev python3-pymemcache libmd-dev
   libssl-dev openssl  # TLS to memcached; openssl makes the tests' certificates
   prometheus-cpp-dev python3-prometheus-client  # tiercache::metrics; its tests parse the scrape
+  libsqlite3-dev  # the demo's database
   clang-format
   clang libclang-rt-14-dev  # libFuzzer: scripts/fuzz
 )
