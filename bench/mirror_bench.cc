@@ -1146,19 +1146,31 @@ int Main(int argc, char** argv) {
   const double total_seconds = Seconds(Clock::now() - total_start);
   const std::string load_after = LoadAverage();
 
-  std::printf("%-26s %14s %14s %8s %9s  %s\n", "benchmark", "tiercache", "libmemcached", "ratio",
-              "target", "verdict");
-  std::printf("%s\n", std::string(26 + 1 + 14 + 1 + 14 + 1 + 8 + 1 + 9 + 2 + 7, '-').c_str());
-  for (const Row& row : rows) {
-    const bool judged = row.target > 0;
-    std::printf(
-        "%-26s %14s %14s %7.2fx %9s  %s\n", row.name.c_str(),
-        (Figure(row.tiercache, row.unit) + (row.unit == "us" ? "" : " " + row.unit)).c_str(),
-        (Figure(row.libmemcached, row.unit) + (row.unit == "us" ? "" : " " + row.unit)).c_str(),
-        row.Ratio(), judged ? row.TargetText().c_str() : "-",
-        !judged      ? "-"
-        : row.Pass() ? "PASS"
-                     : (row.valid ? "FAIL" : "FAIL (see below)"));
+  // The recording rows compare two tiercache clients: a table of their own.
+  auto is_recording = [](const Row& row) { return row.name.rfind("recording:", 0) == 0; };
+  auto print_table = [&](bool recording, const char* left, const char* right) {
+    std::printf("%-26s %14s %14s %8s %9s  %s\n", "benchmark", left, right, "ratio", "target",
+                "verdict");
+    std::printf("%s\n", std::string(26 + 1 + 14 + 1 + 14 + 1 + 8 + 1 + 9 + 2 + 7, '-').c_str());
+    for (const Row& row : rows) {
+      if (is_recording(row) != recording) continue;
+      const bool judged = row.target > 0;
+      std::printf(
+          "%-26s %14s %14s %7.2fx %9s  %s\n", row.name.c_str(),
+          (Figure(row.tiercache, row.unit) + (row.unit == "us" ? "" : " " + row.unit)).c_str(),
+          (Figure(row.libmemcached, row.unit) + (row.unit == "us" ? "" : " " + row.unit)).c_str(),
+          row.Ratio(), judged ? row.TargetText().c_str() : "-",
+          !judged      ? "-"
+          : row.Pass() ? "PASS"
+                       : (row.valid ? "FAIL" : "FAIL (see below)"));
+    }
+  };
+  if (std::any_of(rows.begin(), rows.end(), [&](const Row& r) { return !is_recording(r); })) {
+    print_table(false, "tiercache", "libmemcached");
+  }
+  if (std::any_of(rows.begin(), rows.end(), is_recording)) {
+    std::printf("\n");
+    print_table(true, "recording on", "recording off");
   }
   std::printf("\n");
   std::string last_cpu;  // the latency rows share one measurement: print it once

@@ -139,7 +139,7 @@ std::optional<Mode> ParseMode(std::string_view name) {
 // --- Flags -------------------------------------------------------------------
 
 struct Flags {
-  double duration = 6;  // seconds per mode
+  double duration = 5;  // seconds per mode
   int64_t replicas = 3;
   int64_t threads = 4;   // per replica
   int64_t scanners = 1;  // of them, reading every user in turn (an export job)
