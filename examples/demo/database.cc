@@ -300,6 +300,10 @@ absl::StatusOr<std::string> Database::RunOneText(sqlite3_stmt* statement, std::s
 
 absl::StatusOr<LoadCost> MeasureLoad(const std::string& path, const DatasetShape& shape,
                                      int samples) {
+  if (samples < 1 || samples > shape.users) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("MeasureLoad: %d samples from %d users", samples, shape.users));
+  }
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   std::vector<std::string> keys;
