@@ -790,10 +790,44 @@ double Percent(uint64_t part, uint64_t whole) {
   return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
 }
 
-// A two-panel bar chart: throughput per mode, and who answered the requests.
+// What the phases after the modes measured, for the chart's third panel
+// (absent when the run had no L2).
+struct TroublePanel {
+  uint64_t stampede_leases = 0;  // database queries for the one key
+  uint64_t stampede_aside = 0;
+  bool outage = false;  // the outage phases ran: % of requests sent to the database
+  double outage_plain = 0;
+  double outage_gutter = 0;
+};
+
+// Bars of one group of the third panel, each scaled to the group's largest.
+void AppendGroup(std::string* svg, int x, int bottom, int plot_height, std::string_view title,
+                 const std::vector<std::pair<std::string, double>>& bars, std::string_view unit) {
+  double largest = 1e-9;
+  for (const auto& [label, value] : bars) largest = std::max(largest, value);
+  absl::StrAppend(svg, absl::StrFormat(R"(<text x="%d" y="%d" text-anchor="middle">%s</text>)"
+                                       "\n",
+                                       x + 75, bottom + 32, title));
+  for (size_t i = 0; i < bars.size(); ++i) {
+    const int h = std::max(1, static_cast<int>(bars[i].second / largest * plot_height));
+    const int bx = x + static_cast<int>(i) * 80;
+    absl::StrAppend(svg, absl::StrFormat(R"(<rect x="%d" y="%d" width="60" height="%d" fill="%s"/>)"
+                                         "\n"
+                                         R"(<text x="%d" y="%d" text-anchor="middle">%s%s</text>)"
+                                         "\n"
+                                         R"(<text x="%d" y="%d" text-anchor="middle">%s</text>)"
+                                         "\n",
+                                         bx, bottom - h, h, i == 0 ? "#c0504d" : "#5aa05a", bx + 30,
+                                         bottom - h - 5, absl::StrFormat("%.3g", bars[i].second),
+                                         unit, bx + 30, bottom + 16, bars[i].first));
+  }
+}
+
+// A bar chart: throughput per mode, who answered the requests, and (with an
+// L2) the database's queries in a stampede and in a server outage.
 bool WriteChart(const std::string& path, const Flags& flags,
-                const std::vector<std::pair<Mode, Tally>>& rows) {
-  constexpr int kWidth = 1100;
+                const std::vector<std::pair<Mode, Tally>>& rows, const TroublePanel* trouble) {
+  const int kWidth = trouble != nullptr ? 1500 : 1100;
   constexpr int kHeight = 420;
   std::string svg = absl::StrFormat(
       R"(<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" )"
@@ -877,6 +911,20 @@ bool WriteChart(const std::string& path, const Flags& flags,
                               R"(fill="%s"/><text x="%d" y="395">%s</text>)"
                               "\n",
                               left + 20 + s * 130, colors[s], left + 36 + s * 130, legend[s]));
+  }
+  if (trouble != nullptr) {
+    const int x = 1120;
+    absl::StrAppend(&svg, absl::StrFormat(R"(<text x="%d" y="55" font-weight="bold">)"
+                                          "when things go wrong: the database's load</text>\n",
+                                          x));
+    AppendGroup(&svg, x, bottom, plot_height, "stampede: queries for 1 key",
+                {{"cache-aside", static_cast<double>(trouble->stampede_aside)},
+                 {"leases", static_cast<double>(trouble->stampede_leases)}},
+                "");
+    if (trouble->outage) {
+      AppendGroup(&svg, x + 190, bottom, plot_height, "server down: requests to db",
+                  {{"no gutter", trouble->outage_plain}, {"gutter", trouble->outage_gutter}}, "%");
+    }
   }
   absl::StrAppend(&svg, "</svg>\n");
   std::ofstream out(path);
@@ -1150,7 +1198,17 @@ int RunCoordinator(Flags flags) {
   uint64_t errors = 0;
   for (const auto& [mode, t] : rows) errors += t.errors + t.wrong;
   absl::PrintF("\nerrors or wrong records: %d\n", errors);
-  if (WriteChart(flags.chart, flags, rows)) {
+  TroublePanel trouble;
+  if (have_l2) {
+    trouble.stampede_leases = stampede_tiered->loads;
+    trouble.stampede_aside = stampede_aside->loads;
+    if (outage_plain.has_value() && outage_gutter.has_value()) {
+      trouble.outage = true;
+      trouble.outage_plain = Percent(outage_plain->outage_loads, outage_plain->outage_requests);
+      trouble.outage_gutter = Percent(outage_gutter->outage_loads, outage_gutter->outage_requests);
+    }
+  }
+  if (WriteChart(flags.chart, flags, rows, have_l2 ? &trouble : nullptr)) {
     absl::PrintF("chart: %s\n", flags.chart);
   } else {
     absl::FPrintF(stderr, "tiercache-demo: cannot write %s\n", flags.chart);
