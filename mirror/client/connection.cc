@@ -719,8 +719,21 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
         // With a health monitor, timeouts are counted there and it marks
         // the server down after timeouts_before_down of them: this
         // connection must not hide the next ones behind a backoff of its own.
-        if (health_ != nullptr && !pending_.front()->timeout_reported) {
-          health_->ReportTimeout(why);
+        // One timeout per unanswered request: the oldest one's, unless its
+        // caller counted it when it gave up; then this caller's own, if it
+        // went unanswered as long as a caller's own count requires.
+        if (health_ != nullptr) {
+          Exchange* unanswered = pending_.front().get();
+          if (unanswered->timeout_reported) {
+            unanswered = !exchange->timeout_reported &&
+                                 absl::Now() - exchange->sent >= options_.op_timeout / 2
+                             ? exchange
+                             : nullptr;
+          }
+          if (unanswered != nullptr) {
+            health_->ReportTimeout(why);
+            unanswered->timeout_reported = true;
+          }
         }
         ResetLocked(why, health_ != nullptr ? Retry::kAtOnce : Retry::kAfterBackoff);
       }
