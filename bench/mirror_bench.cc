@@ -849,6 +849,7 @@ std::vector<Row> BenchRecordingCost(Fixture& f) {
     return *std::move(client);
   };
   const std::unique_ptr<tiercache::MemcachedClient> on = make(true), off = make(false);
+  const cpu_set_t affinity = CurrentAffinity();  // given back at the end (e.g. under taskset)
   PinProcess(f.server->pid(), 1);
   PinThisThread(0);  // the threads made below inherit it
 
@@ -929,7 +930,7 @@ std::vector<Row> BenchRecordingCost(Fixture& f) {
       "pinned as above",
       f.config.threads_seconds, kRecordingRepetitions);
   rows.push_back(std::move(threads));
-  PinThisThread(-1);
+  RestoreAffinity(affinity);
   for (Row& row : rows) {
     row.valid = misses == 0;
     if (misses > 0) row.remark += absl::StrFormat("; MISSES: %d", misses);

@@ -45,8 +45,10 @@ std::string UserKey(int64_t id);
 inline constexpr std::string_view kTopSpendersKey = "report:top-spenders-90d";
 
 // Makes the database at `path` unless a file there already holds `shape`
-// (checked in its meta table). Written to a temporary file and renamed, so a
-// replica never opens half a database. Returns whether it generated.
+// (checked in its meta table). Written to `path`.tmp, synced and renamed, so
+// a replica never opens half a database. Returns whether it generated.
+// FailedPrecondition, touching nothing, when `path` is some other file: only
+// a demo database (of another shape) is ever replaced.
 absl::StatusOr<bool> EnsureDataset(const std::string& path, const DatasetShape& shape);
 
 // Counts the queries of every connection of a process (each replica reports
@@ -58,8 +60,11 @@ struct QueryCounters {
 
 class Database {
  public:
-  // Opens `path` read-only. `counters` (optional) outlives the Database.
+  // Opens `path` read-only; FailedPrecondition unless it holds `shape` (a
+  // run checks answers against its own dataset). `counters` (optional)
+  // outlives the Database.
   static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
+                                                        const DatasetShape& shape,
                                                         QueryCounters* counters = nullptr);
   ~Database();
   Database(const Database&) = delete;
@@ -96,7 +101,7 @@ struct LoadCost {
   double p50_ms = 0;
   double p99_ms = 0;
   double mean_ms = 0;
-  double report_ms = 0;      // one run of the report
+  double report_ms = 0;      // one run of the report, after an untimed one
   size_t profile_bytes = 0;  // a profile's average size
 };
 absl::StatusOr<LoadCost> MeasureLoad(const std::string& path, const DatasetShape& shape,

@@ -73,7 +73,7 @@ TEST_F(ConnectionTimeoutTest, ARequestFoundOverdueIsNotCountedAgain) {
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(connection_->Wait(*first, deadline).status().code(),
             absl::StatusCode::kDeadlineExceeded);  // counted by its caller
-  absl::SleepFor(kOpTimeout * 0.3);  // now overdue: the next Send replaces the socket
+  absl::SleepFor(kOpTimeout * 0.3);                // now overdue: the next Send replaces the socket
   ASSERT_TRUE(Send(absl::Now() + kOpTimeout).ok());
   EXPECT_FALSE(Down()) << "one unanswered request was counted twice";
 }

@@ -87,7 +87,10 @@ class MemcachedServer {
       if (::getppid() != parent) ::_exit(1);  // the test died before prctl
       if (options_.quiet) {
         const int null = ::open("/dev/null", O_WRONLY);
-        if (null >= 0) ::dup2(null, STDERR_FILENO);
+        if (null >= 0) {
+          ::dup2(null, STDERR_FILENO);
+          ::close(null);
+        }
       }
       std::vector<char*> argv;
       for (std::string& arg : args) argv.push_back(arg.data());

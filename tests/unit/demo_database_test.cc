@@ -41,16 +41,37 @@ TEST_F(DatabaseTest, GeneratesOnceThenReusesTheFile) {
   EXPECT_EQ(EnsureDataset(path_, other).value(), true);  // another shape: made again
 }
 
-TEST_F(DatabaseTest, AFileThatIsNotADemoDatabaseIsReplaced) {
-  std::ofstream(path_) << "not a database";
+TEST_F(DatabaseTest, AFileThatIsNotADemoDatabaseIsNeverOverwritten) {
+  std::ofstream(path_) << "somebody's notes";
+  absl::StatusOr<bool> made = EnsureDataset(path_, shape_);
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(made.status().message().find("is not a tiercache demo database"), std::string::npos)
+      << made.status();
+  std::string kept;
+  std::getline(std::ifstream(path_), kept);
+  EXPECT_EQ(kept, "somebody's notes");
+}
+
+TEST_F(DatabaseTest, WhatAnInterruptedGenerationLeftIsReplaced) {
+  std::ofstream(path_ + ".tmp") << "half a database";
   EXPECT_EQ(EnsureDataset(path_, shape_).value(), true);
-  EXPECT_TRUE(Database::Open(path_).ok());
+  EXPECT_TRUE(Database::Open(path_, shape_).ok());
+  std::remove((path_ + ".tmp").c_str());
+}
+
+TEST_F(DatabaseTest, AReplicaRefusesADatabaseOfAnotherShape) {
+  ASSERT_TRUE(EnsureDataset(path_, shape_).ok());
+  DatasetShape other = shape_;
+  other.seed = 4;
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path_, other);
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(db.status().message().find("holds another dataset"), std::string::npos) << db.status();
 }
 
 TEST_F(DatabaseTest, EachKeyGetsItsOwnRecordAndOnlyLoadsAreCounted) {
   ASSERT_TRUE(EnsureDataset(path_, shape_).ok());
   QueryCounters counters;
-  std::unique_ptr<Database> db = *Database::Open(path_, &counters);
+  std::unique_ptr<Database> db = *Database::Open(path_, shape_, &counters);
   for (int id : {0, 7, 49}) {
     absl::StatusOr<std::string> record = db->Fetch(UserKey(id));
     ASSERT_TRUE(record.ok()) << record.status();
@@ -71,11 +92,13 @@ TEST_F(DatabaseTest, EachKeyGetsItsOwnRecordAndOnlyLoadsAreCounted) {
 
 TEST_F(DatabaseTest, KeysItCannotAnswerAreNamed) {
   ASSERT_TRUE(EnsureDataset(path_, shape_).ok());
-  std::unique_ptr<Database> db = *Database::Open(path_);
+  std::unique_ptr<Database> db = *Database::Open(path_, shape_);
   absl::StatusOr<std::string> missing = db->Fetch(UserKey(50));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "no record in the demo database for user:50");
-  for (const char* key : {"order:1", "user:", "user:12x", ""}) {
+  // Only canonical keys: "user:07" is not user 7's key.
+  for (const char* key : {"order:1", "user:", "user:12x", "", "user: 7", "user:+7", "user:07",
+                          "user:7\n", "user:-1", "user:99999999999999999999"}) {
     absl::StatusOr<std::string> bad = db->Fetch(key);
     EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << key;
     EXPECT_EQ(bad.status().message(), absl::StrCat("no such record in the demo database: ", key));
@@ -85,7 +108,7 @@ TEST_F(DatabaseTest, KeysItCannotAnswerAreNamed) {
 }
 
 TEST_F(DatabaseTest, AMissingFileOrABadShapeIsAnError) {
-  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(dir_ + "/absent.db");
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(dir_ + "/absent.db", shape_);
   ASSERT_FALSE(db.ok());
   EXPECT_NE(db.status().message().find("absent.db"), std::string::npos) << db.status();
   EXPECT_EQ(EnsureDataset(path_, {.users = 0, .orders_per_user = 5, .seed = 1}).status().code(),
