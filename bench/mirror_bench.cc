@@ -754,6 +754,28 @@ ThreadRun RunThreads(double seconds, PerThread per_thread) {
   return run;
 }
 
+// kThreads threads calling client.Get on keys drawn from streams seeded
+// `seed` + thread index; errors are tallied under `what`.
+ThreadRun RunClientGets(Fixture& f, tiercache::MemcachedClient& client, uint64_t seed,
+                        const std::string& what) {
+  return RunThreads(f.config.threads_seconds,
+                    [&](int t, std::atomic<bool>& stop, uint64_t* ops, uint64_t* misses) {
+                      SplitMix64 rng{seed + static_cast<uint64_t>(t)};
+                      ErrorTally errors;
+                      while (!stop.load(std::memory_order_relaxed)) {
+                        absl::StatusOr<std::optional<tiercache::Item>> got =
+                            client.Get(f.keys[rng.NextBelow(kDistinctKeys)]);
+                        if (!got.ok()) {
+                          errors.Add(what, got.status());
+                          continue;
+                        }
+                        if (!got->has_value()) ++*misses;
+                        ++*ops;
+                      }
+                      f.tiercache_errors.Merge(errors);
+                    });
+}
+
 Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* configured) {
   Row row("8 threads, gets", "gets/s");
   std::vector<MemcPtr> clones;
@@ -767,22 +789,7 @@ Row BenchThreads(Fixture& f, tiercache::MemcachedClient& client, memcached_st* c
   const double seconds = f.config.threads_seconds;
   auto run_tiercache = [&] {
     const CpuSample before = SampleCpu(f);
-    ThreadRun r =
-        RunThreads(seconds, [&](int t, std::atomic<bool>& stop, uint64_t* ops, uint64_t* misses) {
-          SplitMix64 rng{1000 + static_cast<uint64_t>(t)};
-          ErrorTally errors;
-          while (!stop.load(std::memory_order_relaxed)) {
-            absl::StatusOr<std::optional<tiercache::Item>> got =
-                client.Get(f.keys[rng.NextBelow(kDistinctKeys)]);
-            if (!got.ok()) {
-              errors.Add("MemcachedClient::Get (8 threads)", got.status());
-              continue;
-            }
-            if (!got->has_value()) ++*misses;
-            ++*ops;
-          }
-          f.tiercache_errors.Merge(errors);
-        });
+    const ThreadRun r = RunClientGets(f, client, 1000, "MemcachedClient::Get (8 threads)");
     row.tiercache_cpu.Add(before, SampleCpu(f), r.gets);
     row.tiercache_runs.push_back(r.gets_per_second);
     tiercache_misses += r.misses;
@@ -898,22 +905,7 @@ std::vector<Row> BenchRecordingCost(Fixture& f) {
   auto run_threads = [&](tiercache::MemcachedClient& client, std::vector<double>& runs,
                          uint64_t seed) {
     const ThreadRun r =
-        RunThreads(f.config.threads_seconds,
-                   [&](int t, std::atomic<bool>& stop, uint64_t* ops, uint64_t* thread_misses) {
-                     SplitMix64 thread_rng{seed + static_cast<uint64_t>(t)};
-                     ErrorTally errors;
-                     while (!stop.load(std::memory_order_relaxed)) {
-                       absl::StatusOr<std::optional<tiercache::Item>> got =
-                           client.Get(f.keys[thread_rng.NextBelow(kDistinctKeys)]);
-                       if (!got.ok()) {
-                         errors.Add("MemcachedClient::Get (recording, 8 threads)", got.status());
-                         continue;
-                       }
-                       if (!got->has_value()) ++*thread_misses;
-                       ++*ops;
-                     }
-                     f.tiercache_errors.Merge(errors);
-                   });
+        RunClientGets(f, client, seed, "MemcachedClient::Get (recording, 8 threads)");
     runs.push_back(r.gets_per_second);
     misses += r.misses;
   };
