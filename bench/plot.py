@@ -51,6 +51,15 @@ THROUGHPUT_SERIES = [
 ]
 
 
+def load_optional(results, name):
+    """The JSON of an optional benchmark's output, or None when it was not run."""
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def save(fig, path):
     fig.savefig(path, metadata={"Date": None}, bbox_inches="tight")
     plt.close(fig)
@@ -124,11 +133,9 @@ def hit_ratio_vs_size(results, out):
 
 
 def memory_drift(results, out):
-    path = os.path.join(results, "memory_drift.json")
-    if not os.path.exists(path):
+    data = load_optional(results, "memory_drift.json")
+    if data is None:
         return
-    with open(path) as f:
-        data = json.load(f)
     max_bytes = data["rows"][0]["max_bytes"]
     mib = 1024 * 1024
     writes = [s[0] / 1e6 for s in data["samples"]]
@@ -154,11 +161,10 @@ def memory_drift(results, out):
 
 
 def tiered_vs_baselines(results, out):
-    path = os.path.join(results, "tiered_bench.json")
-    if not os.path.exists(path):
+    data = load_optional(results, "tiered_bench.json")
+    if data is None:
         return
-    with open(path) as f:
-        rows = json.load(f)["results"]
+    rows = data["results"]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     labels = [f"{r['benchmark']}\nvs {r['baseline_name']}" for r in rows]
     ratios = [r["ratio"] for r in rows]
@@ -176,11 +182,9 @@ def tiered_vs_baselines(results, out):
 
 
 def gutter_loads(results, out):
-    path = os.path.join(results, "gutter_bench.json")
-    if not os.path.exists(path):
+    data = load_optional(results, "gutter_bench.json")
+    if data is None:
         return
-    with open(path) as f:
-        data = json.load(f)
     rows = data["results"]
     outages = []
     for r in rows:
