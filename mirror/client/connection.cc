@@ -329,10 +329,10 @@ absl::Status Connection::DownStatusLocked() const {
 absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
   while (true) {
     if (fd_ >= 0 && !reader_active_ && OverdueLocked()) {
-      // Nobody is reading, and the oldest request is op_timeout old: its
-      // caller has given up, or is busy elsewhere (the Mirror's sender waits
-      // on one server at a time). Its answer may be sitting unread: read
-      // what has arrived before judging.
+      // Nobody is reading, and the oldest request is op_timeout old or timed
+      // out: its caller has given up, or is busy elsewhere (the Mirror's
+      // sender waits on one server at a time). Its answer may be sitting
+      // unread: read what has arrived before judging.
       ReadAvailableLocked();
       if (fd_ >= 0 && OverdueLocked()) {
         // Unanswered for op_timeout: if its answer ever comes it must not be
@@ -340,7 +340,7 @@ absl::Status Connection::EnsureConnectedLocked(absl::Time deadline) {
         // behind it is lost with it. Send on a fresh connection.
         const absl::Status why = absl::UnavailableError(absl::StrFormat(
             "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
-        if (health_ != nullptr && !pending_.front()->timeout_reported) {
+        if (health_ != nullptr && !pending_.front()->timed_out) {
           health_->ReportTimeout(why);
         }
         ResetLocked(why, Retry::kAtOnce);
@@ -534,7 +534,8 @@ void Connection::DispatchLocked() {
 }
 
 bool Connection::OverdueLocked() const {
-  return !pending_.empty() && absl::Now() - pending_.front()->sent >= options_.op_timeout;
+  return !pending_.empty() && (pending_.front()->timed_out ||
+                               absl::Now() - pending_.front()->sent >= options_.op_timeout);
 }
 
 void Connection::ReadAvailableLocked() {
@@ -641,9 +642,9 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
       // Only a request left unanswered for about op_timeout is evidence
       // against the server (a caller's own deadline may be shorter; it was
       // set a moment before the request was sent).
-      if (health_ != nullptr && absl::Now() - exchange->sent >= options_.op_timeout / 2) {
-        health_->ReportTimeout(why);
-        exchange->timeout_reported = true;
+      if (absl::Now() - exchange->sent >= options_.op_timeout / 2) {
+        exchange->timed_out = true;
+        if (health_ != nullptr) health_->ReportTimeout(why);
       }
       return why;
     }
@@ -724,15 +725,15 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
         // went unanswered as long as a caller's own count requires.
         if (health_ != nullptr) {
           Exchange* unanswered = pending_.front().get();
-          if (unanswered->timeout_reported) {
-            unanswered = !exchange->timeout_reported &&
-                                 absl::Now() - exchange->sent >= options_.op_timeout / 2
-                             ? exchange
-                             : nullptr;
+          if (unanswered->timed_out) {
+            unanswered =
+                !exchange->timed_out && absl::Now() - exchange->sent >= options_.op_timeout / 2
+                    ? exchange
+                    : nullptr;
           }
           if (unanswered != nullptr) {
             health_->ReportTimeout(why);
-            unanswered->timeout_reported = true;
+            unanswered->timed_out = true;
           }
         }
         ResetLocked(why, health_ != nullptr ? Retry::kAtOnce : Retry::kAfterBackoff);

@@ -99,9 +99,14 @@ class Connection {
     absl::Status status;
     bool done = false;
     bool waiting = false;  // its caller sleeps on `wake`
-    // Counted as a timeout against the server already (by its caller at its
-    // deadline, or by the reader): one unanswered request is one timeout.
-    bool timeout_reported = false;
+    // Judged a timeout: by its caller, giving up at its deadline after at
+    // least op_timeout/2 unanswered, or by the reader. Counted against the
+    // server once (one unanswered request is one timeout), and at the front
+    // of the queue it makes the connection overdue (OverdueLocked) at once:
+    // `sent` lies after the caller's deadline was set, so sent + op_timeout
+    // comes a moment after the caller has given up, and a request sent in
+    // that moment would queue behind one that may never be answered.
+    bool timed_out = false;
     std::condition_variable_any wake;  // completed, or asked to take over reading
   };
 
@@ -164,7 +169,7 @@ class Connection {
   // REQUIRES: no reader. Reads and dispatches whatever has arrived, without
   // waiting.
   void ReadAvailableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The oldest pending request is op_timeout old.
+  // The oldest pending request is op_timeout old, or judged a timeout.
   bool OverdueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // If nobody reads, wakes one caller still waiting so that it becomes the
   // reader.

@@ -4,9 +4,12 @@
 // request queued behind one whose caller already counted it). Both happened:
 // the first marked a hung server down after one request with
 // timeouts_before_down = 2; the second would have kept it up after two.
+// And a request its caller gave up on is not queued behind (against a proxy
+// that drops one answer, which a hung memcached cannot do to one request).
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
@@ -15,6 +18,7 @@
 #include "client/health.h"
 #include "gtest/gtest.h"
 #include "memcached_server.h"
+#include "misbehaving_memcached.h"
 #include "protocol/meta_protocol.h"
 #include "tiercache/memcached.h"
 
@@ -79,19 +83,55 @@ TEST_F(ConnectionTimeoutTest, ARequestFoundOverdueIsNotCountedAgain) {
 }
 
 TEST_F(ConnectionTimeoutTest, ARequestQueuedBehindACountedOneIsCountedToo) {
+  // Both sent before the first's caller gives up, so the second is queued
+  // behind it; the second's caller then reads until the first is a whole
+  // op_timeout old and gives up on the connection.
   const absl::Time deadline = absl::Now() + kOpTimeout * 0.9;
   absl::StatusOr<Connection::Ticket> first = Send(deadline);
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ(connection_->Wait(*first, deadline).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
-  EXPECT_FALSE(Down());
-  // Not yet overdue (0.9 of op_timeout old): the second request queues
-  // behind it, and its wait ends when the first is a whole op_timeout old.
   const absl::Time second_deadline = absl::Now() + kOpTimeout;
   absl::StatusOr<Connection::Ticket> second = Send(second_deadline);
   ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(connection_->Wait(*first, deadline).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_FALSE(Down());
   EXPECT_FALSE(connection_->Wait(*second, second_deadline).ok());
   EXPECT_TRUE(Down()) << "two unanswered requests, timeouts_before_down = 2";
+}
+
+// A caller's deadline is set a moment before its request is sent, so when it
+// gives up the request is not yet op_timeout old. The next request must not
+// queue behind it all the same: a server that dropped one answer (here, a
+// proxy in front of memcached) answers the next, and that answer, arriving
+// while the dropped one is still awaited, breaks the connection and fails the
+// next call too. This happened to TieredCache::GetOrLoad under
+// AddressSanitizer: the load's write-back, sent by the Mirror in that moment,
+// and the next key's read failed, and the next key was loaded again.
+TEST(ConnectionGiveUpTest, TheNextRequestDoesNotQueueBehindOneItsCallerGaveUpOn) {
+  testing::MemcachedServer server;
+  ASSERT_TRUE(server.running());
+  testing::MisbehavingMemcached proxy(server.address());
+  ConnectionOptions options;
+  options.op_timeout = kOpTimeout;
+  options.reconnect_backoff = absl::ZeroDuration();
+  options.max_reconnect_backoff = absl::ZeroDuration();
+  Connection connection(*ParseEndpoint(proxy.address()), options);
+  auto call = [&](absl::Time deadline) {
+    RequestBatch batch(connection.ReserveOpaque(1));
+    batch.Get(*EncodeKey("", "k"), GetRequest{});
+    return connection.Call(std::move(batch), deadline);
+  };
+  ASSERT_TRUE(call(absl::Now() + kOpTimeout).ok());  // connected
+  testing::MisbehavingMemcached::Arming silent;
+  silent.fault = testing::MisbehavingMemcached::Fault::kSilent;
+  silent.command = "mg";
+  // Given up on after 0.7 of op_timeout: long enough to count as a timeout,
+  // as a caller whose deadline was set a moment before sending would.
+  proxy.Arm(silent);
+  EXPECT_EQ(call(absl::Now() + kOpTimeout * 0.7).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  const absl::StatusOr<std::vector<Response>> next = call(absl::Now() + kOpTimeout);
+  EXPECT_TRUE(next.ok()) << next.status();
 }
 
 }  // namespace
