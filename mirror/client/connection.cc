@@ -711,10 +711,14 @@ absl::StatusOr<std::vector<Response>> Connection::Wait(const Ticket& ticket, abs
         ResetLocked(absl::UnavailableError(
             absl::StrFormat("%s: receive failed: %s", Describe(), ErrnoText(error))));
       } else if (ready == 0 && error != EAGAIN && !pending_.empty() &&
-                 absl::Now() - pending_.front()->sent >= options_.op_timeout) {
+                 std::min(absl::Now(), deadline) - pending_.front()->sent >= options_.op_timeout) {
         // Nothing for a whole op_timeout while a request waits: the server
         // is hung or unreachable. Fail everything now; the next calls fail
-        // fast until a reconnect succeeds.
+        // fast until a reconnect succeeds. Judged at the reader's deadline,
+        // when its wait ended, not at whenever this thread was woken: the
+        // branch taken (this one, or the caller's timeout above, and so what
+        // is counted against the server) must not depend on how late the
+        // scheduler ran it.
         const absl::Status why = absl::UnavailableError(absl::StrFormat(
             "%s did not answer within %s", Describe(), absl::FormatDuration(options_.op_timeout)));
         // With a health monitor, timeouts are counted there and it marks
