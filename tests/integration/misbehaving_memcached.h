@@ -30,8 +30,8 @@
 // count 2, pipelined answers A B C D become A A B C C D, B A D C, and so on.
 //
 // Deterministic: no randomness, and the only timing is the documented delays
-// (1 ms between trickled bytes; 20, 50 and 100 ms before a deferred write is
-// released on an idle connection). Every wait also watches a stop pipe, so the
+// (1 ms between trickled bytes; 20 ms, 100 ms and Arming::copy_idle before a
+// deferred write is released on an idle connection). Every wait also watches a stop pipe, so the
 // destructor ends every thread promptly, even with memcached paused.
 
 #ifndef TIERCACHE_TESTS_INTEGRATION_MISBEHAVING_MEMCACHED_H_
@@ -275,8 +275,9 @@ class MisbehavingMemcached {
   enum class Fault {
     kNone,
     // The answer is written normally, and written again immediately before
-    // the next answer on the connection; if no request arrives within 50 ms,
-    // the copy is written then (it lands on an idle connection).
+    // the next answer on the connection; if no request arrives within
+    // Arming::copy_idle (50 ms unless set), the copy is written then (it
+    // lands on an idle connection).
     kDuplicateAnswer,
     // The answer is held back and written right after the next non-empty
     // answer on the connection; if none comes within 100 ms, it is written.
@@ -315,6 +316,11 @@ class MisbehavingMemcached {
     int count = 1;        // how many matching requests get the fault (then it behaves)
     std::string wrong_key = "otherkey";  // for kWrongKey and kUnsolicited
     std::string replacement;             // for kReplace
+    // kDuplicateAnswer: how long the copy waits for the next answer before it
+    // is written on the idle connection. A test that needs the copy in front
+    // of the next answer sets it long: a sanitized, busy machine can stall a
+    // client 50 ms between two calls.
+    std::chrono::milliseconds copy_idle{50};
   };
 
   // `upstream_address`: "127.0.0.1:<port>" (a numeric IPv4 address) or a unix
@@ -406,7 +412,6 @@ class MisbehavingMemcached {
   using Clock = misbehaving_internal::Clock;
   using Request = misbehaving_internal::Request;
 
-  static constexpr std::chrono::milliseconds kCopyIdle{50};    // kDuplicateAnswer
   static constexpr std::chrono::milliseconds kHoldLimit{100};  // kSwapOrder, kSwapOpaque
   static constexpr std::chrono::milliseconds kStrayIdle{20};   // kUnsolicited
   static constexpr std::chrono::milliseconds kTrickleGap{1};   // kTrickle
@@ -563,7 +568,7 @@ class MisbehavingMemcached {
           return Send(client_fd_, answer);
         case Fault::kDuplicateAnswer:
           if (!Send(client_fd_, answer)) return false;
-          deferred_ = {Kind::kCopy, answer, "", Clock::now() + kCopyIdle};
+          deferred_ = {Kind::kCopy, answer, "", Clock::now() + fault->copy_idle};
           return true;
         case Fault::kSwapOrder:
           deferred_ = {Kind::kHeld, answer, "", Clock::now() + kHoldLimit};

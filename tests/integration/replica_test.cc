@@ -136,14 +136,17 @@ TEST_F(ReplicaTest, FourProcessesOfCasIncrementsAddUpExactly) {
 }
 
 TEST_F(ReplicaTest, AWinnerThatDiesMidLoadHoldsTheKeyOnlyUntilItsLeaseExpires) {
+  // Started first: memcached's clock ticks in seconds, so a 2 s stub may be
+  // gone 1 s after it was made, and a process started after it (slow under a
+  // sanitizer) might find no stub to wait on.
+  auto survivor = Start({"--lease_ttl_s=2"});
   auto doomed = Start({"--lease_ttl_s=2"});
   doomed->Send("hang k");
   ASSERT_EQ(doomed->ReadLine(), "loading");  // it holds the lease
   doomed->Kill();
 
   // Waits are bounded by lease_wait (20 s here), but the stub expires after
-  // 2 s: this replica wins the next lease and loads once.
-  auto survivor = Start({"--lease_ttl_s=2"});
+  // 2 s: this replica waits on it, then wins the next lease and loads once.
   EXPECT_THAT(survivor->Call("load k 2 10"), StartsWith("loaded calls=1"));
   std::map<std::string, uint64_t> stats = survivor->Stats();
   EXPECT_EQ(stats["lease_wins"], 1u);
