@@ -638,6 +638,30 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   std::vector<Fetched> found(keys.size());
   if (keys.empty()) return found;
   const ScopedLatency recorded(LatencyRecorderIfOn(), L2Op::kGetMany, absl::Now());
+  const absl::Time deadline = Deadline();
+  // As a single call is (Exchange): the keys of a primary found refusing
+  // connections, which marked it down, or of a server SetServers removed
+  // meanwhile, are asked again where they are placed now (the gutter, the
+  // new pool). Once, and within the deadline.
+  FetchAgain again;
+  absl::Status status =
+      FetchOnce(Current(), keys, /*only=*/nullptr, options, deadline, &found, &again);
+  if (status.ok() && !again.keys.empty()) {
+    // The other parts' waits may have used up the deadline: then the first
+    // failure stands (a batch sent now could not be awaited).
+    status = absl::Now() < deadline ? FetchOnce(Current(), keys, &again.keys, options, deadline,
+                                                &found, /*again=*/nullptr)
+                                    : again.why;
+  }
+  if (!status.ok()) return status;
+  return found;
+}
+
+absl::Status ClientCore::FetchOnce(const Topology& t, absl::Span<const std::string_view> keys,
+                                   const std::vector<size_t>* only, const FetchOptions& options,
+                                   absl::Time deadline, std::vector<Fetched>* found_out,
+                                   FetchAgain* again) {
+  std::vector<Fetched>& found = *found_out;
   // The keys are split into parts, each sent on its own connection before
   // any answer is awaited: memcached serves each connection on its own
   // worker thread. So there is a part per server, or several for a long
@@ -651,15 +675,16 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   // key (and, for `mg`, their token), which RequestBatch checks.
   struct Part {
     Connection* connection;
+    Server* server;
     std::vector<size_t> keys_of;
     std::vector<WireKey> wire;
     bool classic = true;
-    bool gutter = false;
   };
   std::vector<Part> parts;
-  const Topology& t = Current();
   std::vector<std::vector<size_t>> by_server(t.by_id.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
+  const size_t wanted = only == nullptr ? keys.size() : only->size();
+  for (size_t n = 0; n < wanted; ++n) {
+    const size_t i = only == nullptr ? n : (*only)[n];
     absl::StatusOr<Route> route = RouteIn(t, keys[i], /*write=*/false);
     if (!route.ok()) return route.status();
     by_server[route->server].push_back(i);
@@ -680,8 +705,8 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
     for (size_t p = 0; p < count; ++p) {
       Part part;
       part.connection = server.connections[(first + p) % server.connections.size()].get();
+      part.server = &server;
       part.classic = classic_allowed;
-      part.gutter = server.gutter;
       parts.push_back(std::move(part));
     }
     for (size_t j = 0; j < indexes.size(); ++j) {
@@ -694,12 +719,24 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
       part.keys_of.push_back(i);
     }
   }
+  // A part that failed before any answer, in a way another server answers
+  // (see FetchMany): its keys go to `again` rather than fail the call.
+  auto answered_elsewhere = [&](const Part& part, const absl::Status& why) {
+    if (again == nullptr || part.server->gutter || !absl::IsUnavailable(why) ||
+        absl::Now() >= deadline) {
+      return false;
+    }
+    const bool moved = Current().version != t.version;
+    if (!moved && (t.gutters.empty() || !part.server->health->down())) return false;
+    again->keys.insert(again->keys.end(), part.keys_of.begin(), part.keys_of.end());
+    if (again->why.ok()) again->why = why;
+    return true;
+  };
   const GetRequest get = ToGetRequest(options);
   const GetRequest gutter_get = ToGetRequest(options, /*gutter=*/true, options_.gutter_ttl);
   // memcached reads a `gets` line before it answers any of it: a bounded
   // list keeps the line, and the server's buffering of it, small.
   constexpr size_t kMaxKeysPerGets = 100;
-  const absl::Time deadline = Deadline();
   std::vector<std::pair<Part*, Connection::Ticket>> sent;
   absl::Status status;
   for (Part& part : parts) {
@@ -717,14 +754,14 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
       }
     } else {
       for (const WireKey& wire : part.wire) {
-        batch.Get(wire, part.gutter ? gutter_get : get, /*quiet=*/true);
+        batch.Get(wire, part.server->gutter ? gutter_get : get, /*quiet=*/true);
       }
     }
     batch.EndWithMarker();
     absl::StatusOr<Connection::Ticket> ticket = part.connection->Send(std::move(batch), deadline);
     if (ticket.ok()) {
       sent.emplace_back(&part, *std::move(ticket));
-    } else {
+    } else if (!answered_elsewhere(part, ticket.status())) {
       status = ticket.status();
     }
   }
@@ -733,7 +770,9 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
   for (auto& [part, ticket] : sent) {
     absl::StatusOr<std::vector<Response>> responses = part->connection->Wait(ticket, deadline);
     if (!responses.ok()) {
-      if (status.ok()) status = responses.status();
+      if (status.ok() && !answered_elsewhere(*part, responses.status())) {
+        status = responses.status();
+      }
       continue;
     }
     for (Response& r : *responses) {
@@ -755,8 +794,7 @@ absl::StatusOr<std::vector<Fetched>> ClientCore::FetchMany(absl::Span<const std:
       found[part->keys_of[r.request]] = ToFetched(r);
     }
   }
-  if (!status.ok()) return status;
-  return found;
+  return status;
 }
 
 // Where a queued write goes, and the routing it is placed under. While the

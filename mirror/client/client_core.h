@@ -265,7 +265,10 @@ class ClientCore {
 
   // --- Pipelined batches ---------------------------------------------------
   // The answers to gets of `keys`, in their order (a miss is found == false),
-  // in one pipelined round trip per server.
+  // in one pipelined round trip per server; and, for the keys of a primary
+  // found refusing connections (so marked down) or removed by SetServers
+  // meanwhile, one more where they are placed now, as a single call is
+  // retried once (within the same deadline).
   absl::StatusOr<std::vector<Fetched>> FetchMany(absl::Span<const std::string_view> keys,
                                                  const FetchOptions& options = {});
 
@@ -351,6 +354,21 @@ class ClientCore {
   // fails because its primary just went down is sent again to the gutter.
   template <typename EncodeFn>
   absl::StatusOr<Response> Exchange(L2Op op, std::string_view key, bool write, EncodeFn&& encode);
+  // The keys of FetchMany's first round to be asked again, and the first
+  // failure that sent them there (the call's error if there is no time left
+  // to ask them).
+  struct FetchAgain {
+    std::vector<size_t> keys;  // indexes into FetchMany's `keys`
+    absl::Status why;
+  };
+  // One round of FetchMany in the topology `t`: the keys at `only`'s
+  // indexes (all of `keys` if null), their answers put in `found` at the
+  // same indexes. With `again`, a part whose server just went down or was
+  // removed (see FetchMany) does not fail the round: its keys are added to
+  // `again`.
+  absl::Status FetchOnce(const Topology& t, absl::Span<const std::string_view> keys,
+                         const std::vector<size_t>* only, const FetchOptions& options,
+                         absl::Time deadline, std::vector<Fetched>* found, FetchAgain* again);
   // The monitor's probe of server `id`: a round trip on a connection of its
   // own, and for a primary with a gutter pool the rejoin step (see Rejoin in
   // client_core.cc).

@@ -47,7 +47,8 @@ class L2Tier {
 
   // --- The primary pool, directly ------------------------------------------
   virtual absl::StatusOr<Fetched> Fetch(std::string_view key, const FetchOptions& options) = 0;
-  // The answers for `keys`, in order, in one round trip per server.
+  // The answers for `keys`, in order, in one round trip per server (and one
+  // more for the keys of a server found down, as ClientCore::FetchMany).
   virtual absl::StatusOr<std::vector<Fetched>> FetchMany(absl::Span<const std::string_view> keys,
                                                          const FetchOptions& options) = 0;
   virtual absl::StatusOr<Stored> Store(std::string_view key, std::string_view value,

@@ -10,9 +10,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -152,6 +154,45 @@ TEST_F(GutterTest, AKilledPrimarysKeysGoToTheGutterWithCappedTtlsAndComeBack) {
   EXPECT_EQ(client->ServerStates()[0].times_up, 1u);
   ASSERT_EQ(*client->Set(on_a, "after"), StoreResult::kStored);
   EXPECT_EQ(Read(Direct(a_)->Get(on_a)), "after");
+}
+
+// A GetMany that finds a primary refusing connections is answered as a
+// single call is: the dead primary's keys are asked of the gutter (once,
+// within the deadline), the live one's keys are served, and nothing fails.
+TEST_F(GutterTest, AGetManyThatFindsAPrimaryKilledIsAnsweredWithTheGutter) {
+  std::unique_ptr<MemcachedClient> writer = Client();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 40; ++i) {
+    keys.push_back(KeyOn(*writer, i % 2, absl::StrCat(i % 2 == 0 ? "a" : "b", i, ":")));
+    ASSERT_EQ(*writer->Set(keys.back(), "primary"), StoreResult::kStored);
+  }
+  // The gutter holds some of a's keys (as another replica would have left
+  // them): proof that the dead primary's keys were asked of it.
+  std::unique_ptr<MemcachedClient> gutter = Direct(g_);
+  for (int i = 0; i < 40; i += 4) {
+    ASSERT_EQ(*gutter->Set(keys[i], "gutter"), StoreResult::kStored);
+  }
+  a_.Stop();  // SIGKILL: connections refused
+  // A client with no connection yet: its first connect to a is refused. (One
+  // whose socket to a is open may see the kill as an EOF, which says nothing
+  // of the server's health, and fail the call as it should.)
+  std::unique_ptr<MemcachedClient> client = Client();
+  const std::vector<std::string_view> views(keys.begin(), keys.end());
+  absl::StatusOr<absl::flat_hash_map<std::string, Item>> found = client->GetMany(views);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_FALSE(client->ServerStates()[0].up);
+  for (int i = 0; i < 40; ++i) {
+    const auto it = found->find(keys[i]);
+    if (i % 2 == 1) {  // on b: served
+      ASSERT_NE(it, found->end()) << keys[i];
+      EXPECT_EQ(it->second.value, "primary");
+    } else if (i % 4 == 0) {  // on a, and in the gutter
+      ASSERT_NE(it, found->end()) << keys[i];
+      EXPECT_EQ(it->second.value, "gutter");
+    } else {  // on a only: lost with it, a miss
+      EXPECT_EQ(it, found->end()) << keys[i];
+    }
+  }
 }
 
 TEST_F(GutterTest, AHungPrimaryIsDownAfterTimeoutsAndServesNothingStaleWhenItReturns) {
