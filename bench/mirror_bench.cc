@@ -324,6 +324,17 @@ struct Row {
   }
 };
 
+// A latency row (lower is better): `measured` against `baseline`, the
+// baseline measured in the same run.
+Row LatencyRow(std::string name, double target, double measured, double baseline,
+               std::string remark) {
+  Row row(std::move(name), "us", /*higher_is_better=*/false, target);
+  row.tiercache = measured;
+  row.libmemcached = baseline;
+  row.remark = std::move(remark);
+  return row;
+}
+
 // --- 1. replicated asynchronous sets ------------------------------------
 
 struct SetRun {
@@ -583,19 +594,10 @@ std::vector<Row> BenchGetLatency(Fixture& f, tiercache::MemcachedClient& client,
                               tiercache_misses, lib_misses);
   }
   std::vector<Row> rows;
-  rows.emplace_back("get latency p50", "us", /*higher_is_better=*/false, 1.1);
-  rows.back().tiercache = t.p50_us;
-  rows.back().libmemcached = l.p50_us;
-  rows.back().remark = remark;
-  rows.emplace_back("get latency p99", "us", /*higher_is_better=*/false, 1.1);
-  rows.back().tiercache = t.p99_us;
-  rows.back().libmemcached = l.p99_us;
-  rows.back().remark = remark;
+  rows.push_back(LatencyRow("get latency p50", 1.1, t.p50_us, l.p50_us, remark));
+  rows.push_back(LatencyRow("get latency p99", 1.1, t.p99_us, l.p99_us, remark));
   // The mean is reported, not judged (target 0).
-  rows.emplace_back("get latency mean (info)", "us", /*higher_is_better=*/false, 0.0);
-  rows.back().tiercache = t.mean_us;
-  rows.back().libmemcached = l.mean_us;
-  rows.back().remark = "informational";
+  rows.push_back(LatencyRow("get latency mean (info)", 0.0, t.mean_us, l.mean_us, "informational"));
   for (Row& row : rows) {
     row.valid = tiercache_misses == 0;
     row.tiercache_cpu = tiercache_cpu;
@@ -891,14 +893,10 @@ std::vector<Row> BenchRecordingCost(Fixture& f) {
       "client CPU 0",
       on_ns.size(), block);
   std::vector<Row> rows;
-  rows.emplace_back("recording: get p50", "us", /*higher_is_better=*/false, 1.03);
-  rows.back().tiercache = on_latency.p50_us;
-  rows.back().libmemcached = off_latency.p50_us;
-  rows.back().remark = latency_remark;
-  rows.emplace_back("recording: get mean", "us", /*higher_is_better=*/false, 1.03);
-  rows.back().tiercache = on_latency.mean_us;
-  rows.back().libmemcached = off_latency.mean_us;
-  rows.back().remark = latency_remark;
+  rows.push_back(LatencyRow("recording: get p50", 1.03, on_latency.p50_us, off_latency.p50_us,
+                            latency_remark));
+  rows.push_back(LatencyRow("recording: get mean", 1.03, on_latency.mean_us, off_latency.mean_us,
+                            latency_remark));
 
   // 8 threads on one shared client each.
   Row threads("recording: 8 threads", "gets/s", /*higher_is_better=*/true, 0.97);
